@@ -1,0 +1,1 @@
+"""refute.contracts: see DESIGN.md section 1. Grows in later issues."""

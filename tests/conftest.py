@@ -1,0 +1,18 @@
+"""Shared test configuration.
+
+Hypothesis runs without deadlines (the Triton interpreter's speed varies) and,
+under CI, derandomized so a red build can be reproduced from its log.
+"""
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "refute",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=bool(os.environ.get("CI")),
+    print_blob=True,
+)
+settings.load_profile("refute")

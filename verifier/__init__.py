@@ -1,0 +1,1 @@
+"""refute.verifier: see DESIGN.md section 1. Grows in later issues."""
