@@ -37,8 +37,10 @@ def pow2(k: np.ndarray) -> np.ndarray:
 def ldexp(x: np.ndarray, k: np.ndarray) -> np.ndarray:
     """x * 2**k as three float32 multiplications by normal powers of two.
 
-    One rounding (so correctly rounded) when k >= -126 or |x| >= 1; valid for
-    |k| <= 381.
+    Only the last multiplication that changes the value can round, so the
+    result is x * 2**k correctly rounded, when k >= -126, or 1 <= |x| and
+    k >= -252, or |x| >= 2**126. Outside that domain (tiny results reached from
+    huge |x|) an intermediate can round first. Valid for |k| <= 381.
     """
     k = np.asarray(k, dtype=np.int32)
     k1 = np.clip(k, -126, 127)

@@ -38,8 +38,8 @@ def pow2(k):
 
 @triton.jit
 def ldexp(x, k):
-    """x * 2**k as three multiplications by normal powers of two (see the
-    reference for when this rounds once); valid for |k| <= 381."""
+    """x * 2**k as three multiplications by normal powers of two; correctly
+    rounded in the domain stated by the reference twin; valid for |k| <= 381."""
     k1 = tl.minimum(tl.maximum(k, -126), 127)
     k2 = tl.minimum(tl.maximum(k - k1, -126), 127)
     k3 = tl.minimum(tl.maximum(k - k1 - k2, -126), 127)
