@@ -16,5 +16,30 @@ if "TRITON_INTERPRET" not in _os.environ:
         _os.environ["TRITON_INTERPRET"] = "1"
 
 from refute.kernels.backend import BACKENDS, Backend, check_backend  # noqa: E402
+from refute.kernels.convert import bf16_to_fp32, fp32_to_bf16  # noqa: E402
+from refute.kernels.gemm import gemm  # noqa: E402
+from refute.kernels.mathlib import cos, erf, exp, log, rsqrt, sigmoid, sin, tanh  # noqa: E402
+from refute.kernels.reduce import row_argmax, row_max, row_mean, row_sum, row_sumsq, row_var  # noqa: E402
 
-__all__ = ["BACKENDS", "Backend", "check_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "check_backend",
+    "bf16_to_fp32",
+    "fp32_to_bf16",
+    "gemm",
+    "exp",
+    "log",
+    "tanh",
+    "sigmoid",
+    "erf",
+    "sin",
+    "cos",
+    "rsqrt",
+    "row_sum",
+    "row_sumsq",
+    "row_mean",
+    "row_var",
+    "row_max",
+    "row_argmax",
+]

@@ -4,7 +4,7 @@ Each row of op(A) and column of op(B) is scaled by a power of two taken from
 its largest magnitude and rounded to an integer image of ``7 * slices`` bits;
 the images multiply exactly and the exact integer product is rounded once to
 float32 and scaled back (DESIGN.md rule 1; the bit-level definition is in
-:mod:`refute.kernels.gemm_reference` and docs/drafts/gemm.md). A scale depends
+:mod:`refute.kernels.gemm_reference` and docs/numerics.md). A scale depends
 only on its own row or column, so a row's result never depends on the other
 rows of the batch, on M, on the tiling or on the backend.
 """
@@ -93,7 +93,7 @@ def gemm(
     (..., K, N) ((..., N, K) with ``trans_b``); leading batch dimensions
     broadcast (a 2-D ``b`` is shared by every matrix of ``a``). ``slices`` (1..4)
     sets the image precision to 7 * slices bits per row/column scale (s=2 keeps
-    models at fp32 accuracy, docs/drafts/gemm.md). ``bias`` is float32 (N,),
+    models at fp32 accuracy, docs/numerics.md). ``bias`` is float32 (N,),
     added with one float32 addition. Every NaN returned is 0x7FC00000; a row or
     column holding inf or NaN makes its whole output row/column NaN.
     """

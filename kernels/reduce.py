@@ -1,6 +1,6 @@
 """Exact row reductions over the last dimension of a float32 tensor.
 
-Every function here is defined bit for bit (docs/drafts/reduce.md) and returns
+Every function here is defined bit for bit (docs/numerics.md) and returns
 the same bits on every backend, whatever the order of the row, the tile size,
 or the other rows of the batch:
 

@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
         "flag FMA contraction, approximate division/sqrt/transcendentals, flush-to-zero and float atomics.",
     )
     ptx.set_defaults(func=_cmd_ptx)
+
+    from refute.run import add_parser as add_run_parser
+
+    add_run_parser(sub)
     return parser
 
 
@@ -66,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args))
+    except (ValueError, TypeError) as exc:
+        print(f"refute {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

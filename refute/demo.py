@@ -2,28 +2,21 @@
 
 Each case runs one operator on inputs drawn from a fixed seed (special values
 included) on the reference backend and on the Triton backend (Triton's
-interpreter on a CPU, compiled kernels on a GPU) and prints the SHA-256 of each
+interpreter on a CPU, compiled kernels on a GPU) and prints the keccak256 of each
 output's canonical bytes. Equal digests mean equal bits.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
+from refute.compute.digest import tensor_digest
+
 SPECIAL_VALUES = [0.0, -0.0, float("inf"), float("-inf"), float("nan"), 1e-45, -1e-45, 1.17549435e-38, 3.4028235e38]
-
-
-def tensor_digest(t: torch.Tensor) -> str:
-    """SHA-256 over dtype, shape and the little-endian bytes of ``t``."""
-    t = t.detach().to("cpu").contiguous()
-    header = f"{t.dtype}|{tuple(t.shape)}|".encode()
-    raw = t.view(torch.int16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
-    return hashlib.sha256(header + raw.astype(raw.dtype.newbyteorder("<"), copy=False).tobytes()).hexdigest()
 
 
 @dataclass

@@ -6,6 +6,9 @@ under CI, derandomized so a red build can be reproduced from its log.
 
 import os
 
+# refute.kernels chooses Triton's interpreter (no GPU here) and must do so before
+# anything imports triton: Triton's own jit helpers are defined at its import.
+import refute.kernels  # noqa: F401  (imported for that side effect, first)
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(

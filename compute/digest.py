@@ -1,0 +1,44 @@
+"""Flat keccak256 digests of tensors: the canonical bytes every layer agrees on.
+
+A tensor's canonical encoding is ``dtype-name | shape | little-endian bytes``
+of its contiguous row-major data (bf16 as its 16-bit patterns). Two tensors
+have the same digest exactly when they have the same dtype, shape and bits.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import torch
+from Crypto.Hash import keccak
+
+_DTYPE_NAMES = {
+    torch.float32: b"f32",
+    torch.bfloat16: b"bf16",
+    torch.float16: b"f16",
+    torch.int64: b"i64",
+    torch.int32: b"i32",
+    torch.bool: b"bool",
+}
+
+
+def canonical_bytes(t: torch.Tensor) -> bytes:
+    """The canonical encoding of ``t`` (see the module docstring)."""
+    if t.dtype not in _DTYPE_NAMES:
+        raise TypeError(f"no canonical encoding for dtype {t.dtype}")
+    t = t.detach().to("cpu").contiguous()
+    name = _DTYPE_NAMES[t.dtype]
+    header = struct.pack("<B", len(name)) + name + struct.pack("<B", t.dim()) + b"".join(
+        struct.pack("<Q", d) for d in t.shape
+    )
+    if t.dtype in (torch.bfloat16, torch.float16):
+        data = t.view(torch.int16).numpy()
+    else:
+        data = t.numpy()
+    return header + np.ascontiguousarray(data).astype(data.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """keccak256 of :func:`canonical_bytes`, as 64 hex digits."""
+    return keccak.new(digest_bits=256, data=canonical_bytes(t)).hexdigest()
