@@ -16,7 +16,7 @@ Accuracy, against the float64 product ``C64`` of the same float32 inputs
   measure the inputs, not the method);
 * ``vs |A||B|`` = max |C - C64| / (|A| @ |B|), the componentwise error
   relative to the magnitude of the terms, which the bound in
-  docs/drafts/gemm.md controls;
+  docs/numerics.md controls;
 * ``/bound``    = max |C - C64| / (that bound): must stay <= 1.
 
 torch.matmul fp32 is measured with the same metrics as the yardstick.
@@ -58,7 +58,7 @@ def exponents(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 def error_bound(a: np.ndarray, b: np.ndarray, slices: int) -> np.ndarray:
-    """The documented bound on |C - A @ B| (docs/drafts/gemm.md, section Error bound)."""
+    """The documented bound on |C - A @ B| (docs/numerics.md, section Error bound)."""
     k = a.shape[1]
     alpha = np.ldexp(1.0, exponents(a, 1) + 1 - 7 * slices)[:, None]
     beta = np.ldexp(1.0, exponents(b, 0) + 1 - 7 * slices)[None, :]

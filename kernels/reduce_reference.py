@@ -3,7 +3,7 @@
 Written independently of the Triton kernels (it never calls them); it shares
 only the bit-level helpers of :mod:`refute.kernels.bits_reference`. Every array
 here is 2-D ``(rows, n)`` float32 and every result is one value per row. The
-definitions are in docs/drafts/reduce.md; in short:
+definitions are in docs/numerics.md; in short:
 
 * sums: each finite element ``x_i`` becomes the int64 image
   ``X_i = rne(x_i * 2**(F - 1 - e))`` where ``e`` is the exponent of the row's

@@ -477,7 +477,7 @@ def test_empty_dimensions(backend):
 
 
 def error_bound(a: np.ndarray, b: np.ndarray, slices: int) -> np.ndarray:
-    """docs/drafts/gemm.md's bound on |C - A @ B| for finite, non-overflowing C.
+    """docs/numerics.md's bound on |C - A @ B| for finite, non-overflowing C.
 
     Image errors |ΔA_ik| <= α_i = 2**(e_i + 1 - 7s), |ΔB_kj| <= β_j; the
     integer product is exact; one rounding to float32 (relative 2**-24, plus
