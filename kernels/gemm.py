@@ -12,6 +12,7 @@ rows of the batch, on M, on the tiling or on the backend.
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 
@@ -77,6 +78,31 @@ def _validate(
     return op_a, op_b, batch_shape
 
 
+# Weights take part in every forward pass: their column maxima and images are
+# computed once per (tensor, version, layout, slices) and kept as long as the
+# tensor lives. Small operands (activations) are imaged afresh each call.
+PREPARE_CACHE_MIN_ELEMENTS = 1 << 16
+# id(tensor) -> (weak reference, key, images); tensors compare elementwise, so
+# they cannot be dictionary keys themselves. A dying tensor drops its entry.
+_PREPARED_B: dict[int, tuple[weakref.ref, tuple, gemm_reference.PreparedB]] = {}
+
+
+def _prepared_b(b: torch.Tensor, op_b: torch.Tensor, trans_b: bool, slices: int) -> gemm_reference.PreparedB:
+    """The reference backend's images of op(b), from the cache when ``b`` is an
+    unchanged weight-sized CPU tensor seen before."""
+    if b.numel() < PREPARE_CACHE_MIN_ELEMENTS or b.device.type != "cpu" or b.requires_grad:
+        return gemm_reference.prepare_b(op_b.detach().numpy(), slices)
+    # _version counts in-place writes, so a modified weight is imaged again.
+    key = (b._version, b.data_ptr(), tuple(b.shape), tuple(b.stride()), trans_b, slices)
+    hit = _PREPARED_B.get(id(b))
+    if hit is not None and hit[0]() is b and hit[1] == key:
+        return hit[2]
+    prepared = gemm_reference.prepare_b(op_b.detach().numpy(), slices)
+    ident = id(b)
+    _PREPARED_B[ident] = (weakref.ref(b, lambda _, ident=ident: _PREPARED_B.pop(ident, None)), key, prepared)
+    return prepared
+
+
 def gemm(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -110,7 +136,7 @@ def gemm(
         return gemm_triton(op_a.detach(), op_b.detach(), slices, None if bias is None else bias.detach())
     out = gemm_reference.gemm_reference(
         op_a.detach().cpu().numpy(),
-        op_b.detach().cpu().numpy(),
+        _prepared_b(b, op_b, trans_b, slices),
         slices,
         None if bias is None else bias.detach().cpu().numpy(),
     )

@@ -23,6 +23,8 @@ operation is numpy). This module never calls Triton.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -118,7 +120,9 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     matmul broadcasting. Exact because every partial sum is an integer below
     2**53, whatever the summation order. A 2-D ``b`` shared by a batched ``a``
     becomes one large GEMM."""
-    ta, tb = torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))
+    # torch takes numpy's strides as they are: a transposed operand reaches BLAS
+    # as a transposed GEMM, not as a copy.
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     if tb.dim() == 2 and ta.dim() > 2:
         return torch.matmul(ta.reshape(-1, ta.shape[-1]), tb).reshape(*ta.shape[:-1], tb.shape[-1]).numpy()
     return torch.matmul(ta, tb).numpy()
@@ -217,18 +221,44 @@ def canonical_nan() -> np.float32:
     return np.array(CANONICAL_NAN_BITS, dtype=np.int32).view(np.float32)[()]
 
 
-def gemm_reference(a: np.ndarray, b: np.ndarray, slices: int, bias: np.ndarray | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class PreparedB:
+    """The data-dependent half of a GEMM that depends on ``b`` alone: its
+    column maxima and integer images. A weight matrix is prepared once and
+    reused by every product it takes part in."""
+
+    slices: int
+    maxbits: np.ndarray  # (..., N) int32, from max_abs_bits along K
+    images: np.ndarray  # (..., K, N) float64 integer images
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.images.shape
+
+
+def prepare_b(b: np.ndarray, slices: int) -> PreparedB:
+    """Column maxima and images of float32 ``b`` (..., K, N) for ``slices``."""
+    b = np.asarray(b, dtype=np.float32)
+    bmax = max_abs_bits(b, axis=-2)
+    return PreparedB(slices, bmax, images(b, bmax, -2, slices))
+
+
+def gemm_reference(
+    a: np.ndarray, b: np.ndarray | PreparedB, slices: int, bias: np.ndarray | None = None
+) -> np.ndarray:
     """Exact-GEMM bits for float32 ``a`` (..., M, K) and ``b`` (..., K, N).
 
     Batch dimensions broadcast as in ``np.matmul``; ``bias`` is float32 (N,) or
-    None. Inputs are assumed validated (see :func:`refute.kernels.gemm.gemm`).
+    None; ``b`` may be given already prepared (:func:`prepare_b`). Inputs are
+    assumed validated (see :func:`refute.kernels.gemm.gemm`).
     """
     a = np.asarray(a, dtype=np.float32)
-    b = np.asarray(b, dtype=np.float32)
+    prepared = b if isinstance(b, PreparedB) else prepare_b(b, slices)
+    if prepared.slices != slices:
+        raise ValueError(f"b was prepared for {prepared.slices} slices, not {slices}")
+    bmax, bi = prepared.maxbits, prepared.images
     amax = max_abs_bits(a, axis=-1)  # (..., M)
-    bmax = max_abs_bits(b, axis=-2)  # (..., N)
     ai = images(a, amax, -1, slices)
-    bi = images(b, bmax, -2, slices)
     p32 = products_f32(ai, bi, slices)
     e = exponent_of(bits_f32(amax))[..., :, None]
     f = exponent_of(bits_f32(bmax))[..., None, :]

@@ -553,3 +553,17 @@ def test_invalid_arguments_are_rejected(kwargs, error):
 def test_invalid_tile_configs_are_rejected(config):
     with pytest.raises(ValueError):
         gt.gemm_triton(torch.ones(2, 3), torch.ones(3, 2), 2, **config)
+
+
+def test_cached_weight_images_follow_in_place_updates():
+    """The reference caches a weight's images; writing into the weight must not
+    serve stale images (the cache keys on the tensor's version counter)."""
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(300, 257, generator=g)
+    x = torch.randn(3, 257, generator=g)
+    first = gemm(x, w, trans_b=True)
+    assert torch.equal(first.view(torch.int32), gemm(x, w, trans_b=True).view(torch.int32))
+    w.mul_(3.0)
+    fresh = gemm(x, w.clone(), trans_b=True)
+    assert torch.equal(gemm(x, w, trans_b=True).view(torch.int32), fresh.view(torch.int32))
+    assert not torch.equal(first.view(torch.int32), fresh.view(torch.int32))

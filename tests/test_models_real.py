@@ -1,0 +1,125 @@
+"""The packaged models on the reference backend: accuracy against transformers
+fp32 on the shipped corpus, and the generation invariances on real weights.
+
+Slow (minutes); CI runs them.
+"""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from refute.compute.corpus import load_corpus
+from refute.compute.executor import Executor
+from refute.compute.generate import SamplingParams, generate
+from refute.compute.tokenizer import smollm2_tokenizer
+
+pytestmark = pytest.mark.slow
+
+MIN_POSITIONS = 2000
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.int32)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from refute.compute.llama import smollm2 as load
+
+    return load(Executor("reference"))
+
+
+def test_minilm_embeddings_match_sentence_transformers():
+    pytest.importorskip("transformers")
+    from refute.compute.bert import embed_texts
+    from refute.compute.hf_reference import hf_minilm_embed
+
+    texts = load_corpus()
+    assert len(texts) >= 32
+    ours = embed_texts(texts, Executor("reference"))
+    theirs = hf_minilm_embed(texts)
+    cos = torch.nn.functional.cosine_similarity(ours.double(), theirs.double(), dim=1)
+    print(f"MiniLM cosine similarity over {len(texts)} passages: mean {cos.mean():.7f} min {cos.min():.7f}")
+    assert cos.mean() >= 0.9999
+    assert cos.min() >= 0.999
+
+
+def _corpus_sequences(min_positions: int) -> list[list[int]]:
+    tok = smollm2_tokenizer()
+    seqs, positions = [], 0
+    for text in load_corpus():
+        ids = tok.encode(text)
+        seqs.append(ids)
+        positions += len(ids) - 1
+        if positions >= min_positions:
+            break
+    return seqs
+
+
+def test_smollm2_next_token_agreement_and_perplexity_match_transformers(smollm2):
+    pytest.importorskip("transformers")
+    from refute.compute.hf_reference import hf_smollm2
+
+    hf = hf_smollm2()
+    agree = total = 0
+    nll_ours = nll_theirs = 0.0
+    for ids in _corpus_sequences(MIN_POSITIONS):
+        x = torch.tensor([ids])
+        n = x.shape[1]
+        ours = smollm2.forward(x, torch.arange(n)[None], torch.ones(1, n, dtype=torch.bool))[0, :-1].double()
+        with torch.no_grad():
+            theirs = hf(input_ids=x).logits[0, :-1].double()
+        target = x[0, 1:]
+        agree += int((ours.argmax(-1) == theirs.argmax(-1)).sum())
+        total += n - 1
+        nll_ours += float(torch.nn.functional.cross_entropy(ours, target, reduction="sum"))
+        nll_theirs += float(torch.nn.functional.cross_entropy(theirs, target, reduction="sum"))
+    ppl_ours, ppl_theirs = math.exp(nll_ours / total), math.exp(nll_theirs / total)
+    print(f"SmolLM2 over {total} positions: top-1 agreement {agree / total:.4%}, "
+          f"perplexity {ppl_ours:.4f} vs {ppl_theirs:.4f} ({ppl_ours / ppl_theirs - 1:+.4%})")
+    assert total >= MIN_POSITIONS
+    assert agree / total >= 0.99
+    assert abs(ppl_ours / ppl_theirs - 1) <= 0.005
+
+
+def test_smollm2_32_decoded_tokens_equal_prefill_replay(smollm2):
+    prompt = smollm2_tokenizer().encode("Write a short poem about the sea:")
+    (gen,) = generate(smollm2, [prompt], 32, SamplingParams(temperature=0.8, top_p=0.9, seed=11),
+                      keep_logits=True, stop_at_eos=False)
+    assert len(gen.token_ids) == 32
+    full = torch.tensor([prompt + gen.token_ids[:-1]])
+    n = full.shape[1]
+    logits = smollm2.forward(full, torch.arange(n)[None], torch.ones(1, n, dtype=torch.bool))[0]
+    for step, step_logits in enumerate(gen.step_logits):
+        assert torch.equal(bits(logits[len(prompt) - 1 + step]), bits(step_logits)), f"step {step}"
+
+
+def test_smollm2_batch_of_four_equals_each_alone_and_seed_repeats(smollm2):
+    tok = smollm2_tokenizer()
+    prompts = [tok.encode(p) for p in ("Once upon a time", "The three laws of thermodynamics are",
+                                       "def fibonacci(n):", "Paris is a city where")]
+    params = SamplingParams(temperature=0.7, top_k=40, seed=1234)
+    together = generate(smollm2, prompts, 8, params, sequence_ids=[0, 1, 2, 3], keep_logits=True, stop_at_eos=False)
+    again = generate(smollm2, prompts, 8, params, sequence_ids=[0, 1, 2, 3], keep_logits=True, stop_at_eos=False)
+    for b, prompt in enumerate(prompts):
+        (alone,) = generate(smollm2, [prompt], 8, params, sequence_ids=[b], keep_logits=True, stop_at_eos=False)
+        assert alone.token_ids == together[b].token_ids == again[b].token_ids
+        for x, y, z in zip(alone.step_logits, together[b].step_logits, again[b].step_logits):
+            assert torch.equal(bits(x), bits(y)) and torch.equal(bits(y), bits(z))
+
+
+def test_cli_greedy_capital_of_france_is_paris():
+    proc = subprocess.run(
+        [sys.executable, "-m", "refute", "run", "smollm2", "--prompt", "The capital of France is",
+         "--max-new-tokens", "8", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "Paris" in result["text"]
+    assert len(result["token_ids"]) == 8
+    assert len(result["model_digest"]) == 64 and len(result["output_digest"]) == 64
