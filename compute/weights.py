@@ -57,7 +57,7 @@ Llama (:class:`LlamaConfig`)::
   drop straight into ``transformers.LlamaForCausalLM``.
 
 :func:`model_digest` hashes a config and its weights; the encoding is described
-in ``docs/drafts/models.md`` and in the function's docstring.
+in ``docs/models.md`` and in the function's docstring.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ num_kv_heads=Hkv, scale=..., causal=...)`` with q (B, Tq, H * d) and k, v
 sequence b sees key j iff ``key_mask[b, j]`` and (not causal or
 ``k_positions[b, j] <= q_positions[b, t]``).
 
-The program (docs/drafts/attention.md; numpy in :mod:`attention_reference`):
+The program (docs/numerics.md; numpy in :mod:`attention_reference`):
 ``scores = gemm(q, k^T) * scale``, ``p = softmax(scores, visible)``, then the
 P·V product is an exact GEMM whose scales depend only on the query's visible
 keys: with ``g_k = exponent_of(max_d |v_k|)`` and ``G = max g_k`` over the

@@ -6,7 +6,7 @@ operators: :func:`gemm_reference.gemm_reference` (exact GEMM),
 ``q`` (B, H, Tq, d), ``k`` and ``v`` (B, Hkv, Tk, d), head h reads kv head
 ``h // (H // Hkv)``; ``keep`` (B, Tq, Tk) says which keys each query sees.
 
-The program (docs/drafts/attention.md):
+The program (docs/numerics.md):
 
 1. ``scores = gemm(q, k^T) * scale``; ``p = softmax(scores, keep)``.
 2. ``g_k = exponent_of(max_d |v_kd|)`` for each key (128 iff v_k holds inf or

@@ -1,6 +1,6 @@
 """Elementwise operators: add, mul, gelu_erf, gelu_tanh, silu.
 
-Each is a fixed straight-line float32 program (docs/drafts/ops_basic.md), so
+Each is a fixed straight-line float32 program (docs/numerics.md), so
 ``backend="reference"`` (numpy on the CPU) and ``backend="triton"`` (a compiled
 kernel on CUDA tensors, Triton's interpreter on CPU tensors) return the same
 bits. erf, tanh and sigmoid are refute's own (:mod:`refute.kernels.mathlib`).

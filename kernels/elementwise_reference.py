@@ -1,7 +1,7 @@
 """numpy reference of the elementwise operators of :mod:`refute.kernels.elementwise`.
 
 add, mul, gelu_erf, gelu_tanh and silu, each a fixed straight-line program over
-IEEE-754 binary32 (docs/drafts/ops_basic.md) that calls refute's own math
+IEEE-754 binary32 (docs/numerics.md) that calls refute's own math
 library (:mod:`refute.kernels.mathlib_reference`) for erf, tanh and sigmoid.
 Written independently of the Triton kernels; every numpy float32 operation
 below is one correctly rounded IEEE operation (numpy keeps subnormals), and

@@ -1,6 +1,6 @@
 """Normalisation and pooling: layer_norm, rms_norm, l2_normalize, mean_pool.
 
-Each is defined bit for bit (docs/drafts/ops_basic.md) from exact fixed-point
+Each is defined bit for bit (docs/numerics.md) from exact fixed-point
 row sums (:mod:`refute.kernels.reduce`), refute's rsqrt
 (:mod:`refute.kernels.mathlib`) and single IEEE binary32 operations, so
 ``backend="reference"`` (numpy) and ``backend="triton"`` (fused kernels; the

@@ -6,7 +6,7 @@ kernels: the row statistics are the exact fixed-point sums of
 :mod:`refute.kernels.reduce_reference`, the reciprocal square root is refute's
 (:mod:`refute.kernels.mathlib_reference`), and everything else is single
 IEEE-754 binary32 operations (numpy float32, round to nearest even, subnormals
-kept). The programs are written out in docs/drafts/ops_basic.md.
+kept). The programs are written out in docs/numerics.md.
 
 Every NaN returned is the canonical NaN 0x7FC00000: intermediate NaN bits never
 reach an output, so only the final canonicalisation matters.

@@ -4,7 +4,7 @@ A counter-based generator is a pure function of (counter, key): any element of
 any stream is computed directly, in any order, on any device, with no state to
 carry or split. refute uses Philox4x32-10 (Salmon et al., SC 2011; identical
 to the Random123 library, so its published known-answer vectors apply). See
-docs/drafts/sampling.md for the exact layout.
+docs/numerics.md for the exact layout.
 
 Representation of 32-bit words: torch has no uint32 arithmetic on every device,
 so words are int64 tensors holding values in [0, 2**32). ``torch.uint32``

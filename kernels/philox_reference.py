@@ -3,7 +3,7 @@ Gumbel-perturbed logits that sampling is built on.
 
 Written independently of :mod:`refute.kernels.philox_triton` (it never calls
 Triton). This module is the single home of the RNG's constants; the Triton
-module imports them from here. Definitions (docs/drafts/sampling.md):
+module imports them from here. Definitions (docs/numerics.md):
 
 * ``philox4x32(counter, key)`` is Philox4x32-10 of Salmon, Moraes, Dror and
   Shaw, "Parallel Random Numbers: As Easy as 1, 2, 3" (SC 2011), exactly as in

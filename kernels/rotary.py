@@ -11,7 +11,7 @@
 Every NaN output is the canonical NaN 0x7FC00000. An output depends only on
 its own head vector and position, so rotary is
 batch-, padding- and prefill/decode-invariant by construction. The numpy
-program is :mod:`rotary_reference`; docs/drafts/attention.md has the details.
+program is :mod:`rotary_reference`; docs/numerics.md has the details.
 """
 
 from __future__ import annotations

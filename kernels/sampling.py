@@ -3,7 +3,7 @@ sampling by the Gumbel-max trick on counter-based random numbers.
 
 Every token chosen here is a function of the bits of one row of logits and of
 (seed, sequence, position, temperature, top_k, top_p); never of the batch, the
-device, the backend or the run (docs/drafts/sampling.md). The definition, for
+device, the backend or the run (docs/numerics.md). The definition, for
 one row ``x`` of V float32 logits:
 
 1. ``T = float32(temperature)``. ``T == 0`` is greedy: ``row_argmax(x)``.

@@ -11,7 +11,7 @@ Masked entries behave as absent: their values (NaN included) never matter. A
 row with no kept entry gives all +0 (softmax) / all -inf (log_softmax). A kept
 NaN or +inf, or kept entries that are all -inf, make every kept output NaN (the
 canonical 0x7FC00000), as in torch. The definition and error bounds are in
-docs/drafts/attention.md; the numpy program is :mod:`softmax_reference`.
+docs/numerics.md; the numpy program is :mod:`softmax_reference`.
 """
 
 from __future__ import annotations

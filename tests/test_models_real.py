@@ -5,14 +5,12 @@ Slow (minutes); CI runs them.
 """
 
 import json
-import math
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from refute.compute.corpus import load_corpus
 from refute.compute.executor import Executor
 from refute.compute.generate import SamplingParams, generate
 from refute.compute.tokenizer import smollm2_tokenizer
@@ -35,55 +33,26 @@ def smollm2():
 
 def test_minilm_embeddings_match_sentence_transformers():
     pytest.importorskip("transformers")
-    from refute.compute.bert import embed_texts
-    from refute.compute.hf_reference import hf_minilm_embed
+    from refute.compute.accuracy import minilm_agreement
 
-    texts = load_corpus()
-    assert len(texts) >= 32
-    ours = embed_texts(texts, Executor("reference"))
-    theirs = hf_minilm_embed(texts)
-    cos = torch.nn.functional.cosine_similarity(ours.double(), theirs.double(), dim=1)
-    print(f"MiniLM cosine similarity over {len(texts)} passages: mean {cos.mean():.7f} min {cos.min():.7f}")
-    assert cos.mean() >= 0.9999
-    assert cos.min() >= 0.999
+    result = minilm_agreement(Executor("reference"))
+    print(f"MiniLM over {result.passages} passages: cosine mean {result.cosine_mean:.7f} min {result.cosine_min:.7f}")
+    assert result.passages >= 32
+    assert result.cosine_mean >= 0.9999
+    assert result.cosine_min >= 0.999
 
 
-def _corpus_sequences(min_positions: int) -> list[list[int]]:
-    tok = smollm2_tokenizer()
-    seqs, positions = [], 0
-    for text in load_corpus():
-        ids = tok.encode(text)
-        seqs.append(ids)
-        positions += len(ids) - 1
-        if positions >= min_positions:
-            break
-    return seqs
-
-
-def test_smollm2_next_token_agreement_and_perplexity_match_transformers(smollm2):
+def test_smollm2_next_token_agreement_and_perplexity_match_transformers():
     pytest.importorskip("transformers")
-    from refute.compute.hf_reference import hf_smollm2
+    from refute.compute.accuracy import hf_smollm2_logits, smollm2_agreement, smollm2_sequences
 
-    hf = hf_smollm2()
-    agree = total = 0
-    nll_ours = nll_theirs = 0.0
-    for ids in _corpus_sequences(MIN_POSITIONS):
-        x = torch.tensor([ids])
-        n = x.shape[1]
-        ours = smollm2.forward(x, torch.arange(n)[None], torch.ones(1, n, dtype=torch.bool))[0, :-1].double()
-        with torch.no_grad():
-            theirs = hf(input_ids=x).logits[0, :-1].double()
-        target = x[0, 1:]
-        agree += int((ours.argmax(-1) == theirs.argmax(-1)).sum())
-        total += n - 1
-        nll_ours += float(torch.nn.functional.cross_entropy(ours, target, reduction="sum"))
-        nll_theirs += float(torch.nn.functional.cross_entropy(theirs, target, reduction="sum"))
-    ppl_ours, ppl_theirs = math.exp(nll_ours / total), math.exp(nll_theirs / total)
-    print(f"SmolLM2 over {total} positions: top-1 agreement {agree / total:.4%}, "
-          f"perplexity {ppl_ours:.4f} vs {ppl_theirs:.4f} ({ppl_ours / ppl_theirs - 1:+.4%})")
-    assert total >= MIN_POSITIONS
-    assert agree / total >= 0.99
-    assert abs(ppl_ours / ppl_theirs - 1) <= 0.005
+    sequences = smollm2_sequences(MIN_POSITIONS)
+    result = smollm2_agreement(Executor("reference"), sequences, hf_smollm2_logits(sequences))
+    print(f"SmolLM2 over {result.positions} positions: top-1 agreement {result.top1_agreement:.4%}, "
+          f"perplexity {result.perplexity:.4f} vs {result.reference_perplexity:.4f} ({result.perplexity_change:+.4%})")
+    assert result.positions >= MIN_POSITIONS
+    assert result.top1_agreement >= 0.99
+    assert abs(result.perplexity_change) <= 0.005
 
 
 def test_smollm2_32_decoded_tokens_equal_prefill_replay(smollm2):
