@@ -271,7 +271,7 @@ def test_uniform_rows_are_exact():
 
 def first_order_bounds(x: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(exact p, exact log p, softmax relative bound, log_softmax absolute bound)
-    in float64 for finite x (docs/drafts/attention.md):
+    in float64 for finite x (docs/numerics.md):
     rel(p_i) <= 2**-24 (|x_i - m| + W + 6) + n 2**-40 and
     abs(log p_i) <= 2**-24 (2 |x_i - m| + 3 log s + W + 3) + n 2**-40,
     with W = sum_j p_j |x_j - m| the p-weighted distance from the max."""

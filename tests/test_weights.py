@@ -234,7 +234,7 @@ def test_digest_stable_across_loads_and_sensitive_to_one_bit():
 
 
 def test_digest_encoding_small_example():
-    """Pins the encoding documented in docs/drafts/models.md."""
+    """Pins the encoding documented in docs/models.md."""
     import struct
 
     from eth_hash.auto import keccak
