@@ -77,13 +77,16 @@ def embed_texts(texts: Sequence[str], executor: Executor, batch_size: int = 32) 
     """Embed ``texts`` with all-MiniLM-L6-v2: ``[len(texts), 384]`` float32.
 
     Batching changes nothing but speed: each text's embedding has the same bits
-    alone or in any batch (invariance I2).
+    alone or in any batch (invariance I2). So, like sentence-transformers, texts
+    are batched in order of length to waste little work on padding.
     """
     from refute.compute.tokenizer import minilm_tokenizer
 
     model, tok = minilm(executor), minilm_tokenizer()
-    out = []
+    order = sorted(range(len(texts)), key=lambda i: len(tok.encode(texts[i])))
+    out = torch.empty(len(texts), model.config.hidden_size)
     for start in range(0, len(texts), batch_size):
-        ids, mask = tok.encode_batch(list(texts[start : start + batch_size]))
-        out.append(model.embed(ids, mask).cpu())
-    return torch.cat(out) if out else torch.empty(0, model.config.hidden_size)
+        chunk = order[start : start + batch_size]
+        ids, mask = tok.encode_batch([texts[i] for i in chunk])
+        out[chunk] = model.embed(ids, mask).cpu()
+    return out

@@ -151,8 +151,13 @@ def attention(
     keep = attention_reference.visible_keys(
         key_mask.detach().cpu().numpy(), q_positions.detach().cpu().numpy(), k_positions.detach().cpu().numpy(), causal
     )
-    out = attention_reference.attention(
-        heads_first(q, num_heads), heads_first(k, num_kv_heads), heads_first(v, num_kv_heads), keep, scale32, slices
+    qh, kh, vh = heads_first(q, num_heads), heads_first(k, num_kv_heads), heads_first(v, num_kv_heads)
+    # A sequence's output depends on that sequence alone (I2), so the reference
+    # runs one sequence at a time: its score matrices then stay in cache
+    # instead of streaming a whole batch's through memory.
+    out = np.concatenate(
+        [attention_reference.attention(qh[i : i + 1], kh[i : i + 1], vh[i : i + 1], keep[i : i + 1], scale32, slices)
+         for i in range(b)]
     )
     merged = np.ascontiguousarray(out.transpose(0, 2, 1, 3)).reshape(b, tq, num_heads * d)
     return torch.from_numpy(merged).to(q.device)
