@@ -371,7 +371,9 @@ def test_unpermutation_matches_transformers_gguf_processor(hf, smollm2):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("REFUTE_HF_FULL"), reason="30-90 s: set REFUTE_HF_FULL=1")
+@pytest.mark.skipif(
+    not (os.environ.get("REFUTE_HF_FULL") or os.environ.get("CI")), reason="30-90 s: runs in CI or with REFUTE_HF_FULL=1"
+)
 def test_smollm2_weights_match_transformers_gguf_loader(hf):
     """Every tensor of transformers' own GGUF load equals ours, bit for bit."""
     ours = hf.hf_smollm2().state_dict()
