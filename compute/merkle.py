@@ -97,15 +97,16 @@ def keccak256(data: bytes) -> bytes:
     return keccak.new(digest_bits=256, data=data).digest()
 
 
-def _empty_subtrees() -> tuple[bytes, ...]:
-    """``Z[k]``: the root of a subtree of ``2**k`` padding leaves."""
+def empty_subtrees(node_prefix: bytes, depth: int = _MAX_DEPTH) -> tuple[bytes, ...]:
+    """``Z[k]`` for k = 0..depth: the root of a subtree of ``2**k`` EMPTY
+    padding leaves in a tree whose inner nodes are ``H(node_prefix || l || r)``."""
     z = [EMPTY]
-    for _ in range(_MAX_DEPTH):
-        z.append(keccak256(NODE_PREFIX + z[-1] + z[-1]))
+    for _ in range(depth):
+        z.append(keccak256(node_prefix + z[-1] + z[-1]))
     return tuple(z)
 
 
-_Z = _empty_subtrees()
+_Z = empty_subtrees(NODE_PREFIX)
 
 
 # --------------------------------------------------------------------------- header

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from refute.compute.executor import OPERATORS, Executor, OpRecord
-from refute.compute.merkle import DTYPES, keccak256, tensor_root
+from refute.compute.merkle import DTYPES, empty_subtrees, keccak256, tensor_root
 
 __all__ = [
     "TRACE_VERSION",
@@ -449,14 +449,7 @@ def _depth(count: int) -> int:
     return max(count - 1, 0).bit_length()
 
 
-def _empty_subtrees() -> tuple[bytes, ...]:
-    z = [EMPTY]
-    for _ in range(_MAX_DEPTH):
-        z.append(keccak256(NODE_PREFIX + z[-1] + z[-1]))
-    return tuple(z)
-
-
-_Z = _empty_subtrees()
+_Z = empty_subtrees(NODE_PREFIX, _MAX_DEPTH)
 
 
 def _leaf(record_hash: bytes) -> bytes:
