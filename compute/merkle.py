@@ -505,6 +505,13 @@ class TensorTree:
     def n_chunks(self) -> int:
         return self.header.n_chunks
 
+    def node(self, level: int, index: int) -> bytes:
+        """Node ``index`` of ``level`` of the data tree (0: chunk leaves), padding
+        included: what a bisection over this tensor reveals."""
+        if not 0 <= level <= self.header.depth or not 0 <= index < 2 ** (self.header.depth - level):
+            raise IndexError(f"no node {index} on level {level} of a tree of depth {self.header.depth}")
+        return self._node(level, index)
+
     def _node(self, level: int, index: int) -> bytes:
         nodes = self._levels[level]
         return nodes[32 * index : 32 * index + 32] if 32 * index < len(nodes) else _Z[level]

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     from refute.run import add_parser as add_run_parser
 
     add_run_parser(sub)
+    from refute.prove import add_parsers as add_prove_parsers
+
+    add_prove_parsers(sub)
     return parser
 
 

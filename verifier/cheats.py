@@ -1,0 +1,299 @@
+"""The cheating catalogue: ten dishonest provers, each lying in one way.
+
+Each is a :class:`~refute.verifier.prover.Prover` subclass that claims the
+honest model's digest and signs a well-formed claim; :data:`CATALOGUE` names
+them. Tests (``tests/test_verifier.py``), the contract tests and benchmarks use
+them as fixtures: full replay must refute every one, bisection must land on
+the record (and element) each corrupted, and :func:`check_one_step` must
+decide each against the cheater.
+
+Where a lie is inside the traced forward, it is applied to the traced pass
+(the prefill a claim commits to) and, identically, whenever the prover
+regenerates tensors to open them, so its openings match its commitments
+(except for :class:`MismatchedServing`, whose point is that they do not).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from refute.compute.executor import OPERATORS, Executor, OpRecord
+from refute.compute.merkle import tensor_root
+from refute.compute.trace import Trace, TraceInput, TraceRecord
+from refute.verifier.prover import Bundle, Opened, Prover, model_program
+from refute.verifier.tasks import GenerateTask, Task
+
+__all__ = [
+    "CATALOGUE",
+    "TamperingExecutor",
+    "FlippedWeightBit",
+    "DifferentModel",
+    "SkippedLayer",
+    "PerturbedActivation",
+    "LowPrecisionOp",
+    "NativeTorchKernels",
+    "CopiedOutput",
+    "WrongSeed",
+    "ForgedTrace",
+    "MismatchedServing",
+    "flip_low_bit",
+]
+
+Tamper = Callable[[int, str, Mapping[str, torch.Tensor], dict[str, Any], torch.Tensor], torch.Tensor]
+
+
+def flip_low_bit(t: torch.Tensor, element: int) -> torch.Tensor:
+    """A copy of float32 ``t`` with the lowest bit of flat ``element`` flipped (one ulp)."""
+    out = t.detach().clone().contiguous()
+    out.view(-1).view(torch.int32)[element] ^= 1
+    return out
+
+
+@dataclasses.dataclass
+class TamperingExecutor(Executor):
+    """An executor that lets ``tamper(step, kind, inputs, attrs, output)``
+    replace operator outputs while ``active`` (``step`` counts operators from
+    when it was last armed). ``kernels`` overrides operators by kind."""
+
+    tamper: Tamper | None = None
+    kernels: dict[str, Callable[..., torch.Tensor]] = dataclasses.field(default_factory=dict)
+    active: bool = False
+    step: int = 0
+
+    def arm(self) -> None:
+        self.active, self.step = True, 0
+
+    def apply(self, kind: str, inputs: Mapping[str, torch.Tensor | None], **attrs: Any) -> torch.Tensor:
+        given = {k: v for k, v in inputs.items() if v is not None}
+        op = self.kernels.get(kind, OPERATORS[kind])
+        output = op(**inputs, **attrs, backend=self.backend)
+        if self.active and self.tamper is not None:
+            output = self.tamper(self.step, kind, given, attrs, output)
+        if self.active:
+            self.step += 1
+        record = OpRecord(self.count, kind, dict(attrs), given, output)
+        for observe in self.observers:
+            observe(record)
+        self.count += 1
+        return output
+
+
+def _rebuild(model: Any, weights: Mapping[str, torch.Tensor] | None = None, executor: Executor | None = None,
+             config: Any = None) -> Any:
+    """A model of ``model``'s class with some of its parts replaced."""
+    return type(model)(config or model.config, dict(weights if weights is not None else model.w), executor or model.ex)
+
+
+class _Dishonest(Prover):
+    """Claims the honest model's digest whatever it runs."""
+
+    def __init__(self, honest_model: Any, private_key: Any, model: Any, **kw: Any) -> None:
+        super().__init__(model, private_key, model_digest=model_program(honest_model).model_digest, **kw)
+
+
+class _TracedTamper(_Dishonest):
+    """Runs ``tamper`` on the traced forward (and its regenerations) only."""
+
+    def __init__(self, honest_model: Any, private_key: Any, tamper: Tamper | None = None,
+                 kernels: dict[str, Callable[..., torch.Tensor]] | None = None, always: bool = False, **kw: Any) -> None:
+        ex = honest_model.ex
+        self.executor = TamperingExecutor(ex.backend, ex.slices, ex.device, tamper=tamper, kernels=kernels or {})
+        self.executor.active = always
+        self.always = always
+        super().__init__(honest_model, private_key, _rebuild(honest_model, executor=self.executor), **kw)
+
+    def forward(self, task: Task, output: Any) -> Any:
+        self.executor.arm()
+        try:
+            return super().forward(task, output)
+        finally:
+            self.executor.active = self.always
+
+
+# --------------------------------------------------------------------------- the ten
+
+
+class FlippedWeightBit(_Dishonest):
+    """One bit of one weight flipped (bit ``bit`` of flat element ``element`` of ``weight``)."""
+
+    def __init__(self, honest_model: Any, private_key: Any, weight: str, element: int = 0, bit: int = 0, **kw: Any):
+        w = dict(honest_model.w)
+        t = w[weight].detach().clone().contiguous()
+        t.view(-1).view(torch.int32)[element] ^= 1 << bit
+        w[weight] = t
+        super().__init__(honest_model, private_key, _rebuild(honest_model, weights=w), **kw)
+
+
+class DifferentModel(_Dishonest):
+    """Another model of the same architecture: every weight scaled by ``1 + 2**-8``
+    (a cheaper fine-tune, say), claimed under the honest model's digest."""
+
+    def __init__(self, honest_model: Any, private_key: Any, **kw: Any):
+        w = {k: v * (1 + 2**-8) if v.is_floating_point() else v for k, v in honest_model.w.items()}
+        super().__init__(honest_model, private_key, _rebuild(honest_model, weights=w), **kw)
+
+
+class SkippedLayer(_Dishonest):
+    """Layer ``layer`` left out (the later layers move down one)."""
+
+    def __init__(self, honest_model: Any, private_key: Any, layer: int, **kw: Any):
+        c = honest_model.config
+        w = {}
+        for name, t in honest_model.w.items():
+            if name.startswith("layers."):
+                i = int(name.split(".")[1])
+                if i == layer:
+                    continue
+                if i > layer:
+                    name = f"layers.{i - 1}." + name.split(".", 2)[2]
+            w[name] = t
+        cfg = dataclasses.replace(c, num_layers=c.num_layers - 1)
+        super().__init__(honest_model, private_key, _rebuild(honest_model, weights=w, config=cfg), **kw)
+
+
+class PerturbedActivation(_TracedTamper):
+    """Element ``element`` of record ``record``'s output one ulp off."""
+
+    def __init__(self, honest_model: Any, private_key: Any, record: int, element: int, **kw: Any):
+        self.record, self.element = record, element
+
+        def tamper(step, kind, inputs, attrs, out):
+            return flip_low_bit(out, element) if step == record else out
+
+        super().__init__(honest_model, private_key, tamper, **kw)
+
+
+class LowPrecisionOp(_TracedTamper):
+    """Record ``record`` computed in ``dtype`` (bf16 or fp16): inputs and output rounded."""
+
+    def __init__(self, honest_model: Any, private_key: Any, record: int, dtype: torch.dtype = torch.bfloat16, **kw: Any):
+        self.record = record
+
+        def tamper(step, kind, inputs, attrs, out):
+            if step != record:
+                return out
+            low = {k: v.to(dtype).float() if v.is_floating_point() else v for k, v in inputs.items()}
+            return OPERATORS[kind](**low, **attrs, backend="reference").to(dtype).float()
+
+        super().__init__(honest_model, private_key, tamper, **kw)
+
+
+def _torch_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, slices: int,
+                  backend: str) -> torch.Tensor:
+    return torch.nn.functional.linear(x, weight, bias)
+
+
+class NativeTorchKernels(_TracedTamper):
+    """torch's own float32 matmul for every linear layer instead of refute's exact GEMM."""
+
+    def __init__(self, honest_model: Any, private_key: Any, **kw: Any):
+        super().__init__(honest_model, private_key, kernels={"linear": _torch_linear}, always=True, **kw)
+
+
+class CopiedOutput(_Dishonest):
+    """Claims ``task`` but hands in the output (and trace) of ``other``."""
+
+    def __init__(self, honest_model: Any, private_key: Any, other: Task, **kw: Any):
+        self.other = other
+        super().__init__(honest_model, private_key, honest_model, **kw)
+
+    def compute(self, task: Task, seed: int) -> Any:
+        return super().compute(self.other, seed)
+
+    def forward(self, task: Task, output: Any) -> Any:
+        return super().forward(self.other, output)
+
+    def ran(self, bundle: Bundle) -> tuple[Task, Any]:
+        return self.other, bundle.tokens if bundle.tokens is not None else bundle.embeddings
+
+
+class WrongSeed(_Dishonest):
+    """Samples with ``actual_seed`` and claims the requested seed."""
+
+    def __init__(self, honest_model: Any, private_key: Any, actual_seed: int, **kw: Any):
+        self.actual_seed = actual_seed
+        super().__init__(honest_model, private_key, honest_model, **kw)
+
+    def compute(self, task: Task, seed: int) -> Any:
+        return super().compute(task, self.actual_seed)
+
+
+class ForgedTrace(_Dishonest):
+    """The right output over a forged trace: record ``record``'s committed output
+    (and the matching inputs of the records that read it) replaced by a tensor
+    one ulp off at ``element``, while the computation went on with the true one."""
+
+    def __init__(self, honest_model: Any, private_key: Any, record: int, element: int, **kw: Any):
+        self.record, self.element = record, element
+        self._forged: torch.Tensor | None = None
+        super().__init__(honest_model, private_key, honest_model, **kw)
+
+    def _forgery(self, task: Task, output: Any) -> torch.Tensor:
+        from refute.verifier.prover import _Capture
+
+        cap = _Capture([self.record])
+        self.model.ex.observers.append(cap)
+        try:
+            Prover.forward(self, task, output)
+        finally:
+            self.model.ex.observers.remove(cap)
+        return flip_low_bit(cap.got[self.record].output, self.element)
+
+    def prove(self, task: Task, **kw: Any) -> Bundle:
+        self._task = task
+        return super().prove(task, **kw)
+
+    def compute(self, task: Task, seed: int) -> Any:
+        self._output = out = super().compute(task, seed)
+        return out
+
+    def commit(self, trace: Trace) -> Trace:
+        forged = self._forgery(self._task, self._output)
+        root = tensor_root(forged)
+        records = []
+        for r in trace:
+            inputs = tuple(TraceInput(i.name, root if i.source == self.record else i.root, i.source) for i in r.inputs)
+            records.append(TraceRecord(r.index, r.kind, r.attrs, inputs, root if r.index == self.record else r.output))
+        return Trace(records)
+
+    def served(self, bundle: Bundle, opened: Mapping[int, Opened]) -> dict[int, Opened]:
+        task, output = self.ran(bundle)
+        forged = self._forgery(task, output)
+        out = {}
+        for i, o in opened.items():
+            r = bundle.trace[i]
+            inputs = {n: forged if any(x.name == n and x.source == self.record for x in r.inputs) else t
+                      for n, t in o.inputs.items()}
+            out[i] = Opened(inputs, forged if i == self.record else o.output)
+        return out
+
+
+class MismatchedServing(PerturbedActivation):
+    """Commits to a perturbed activation (record ``record``, element ``element``)
+    but, asked for tensors, serves the honest ones, which do not match its roots."""
+
+    def open(self, bundle: Bundle, indices) -> dict[int, Opened]:
+        self.executor.tamper, saved = None, self.executor.tamper
+        try:
+            return super().open(bundle, indices)
+        finally:
+            self.executor.tamper = saved
+
+
+#: Name -> class, in the order of the issue's list.
+CATALOGUE: dict[str, type[Prover]] = {
+    "flipped_weight_bit": FlippedWeightBit,
+    "different_model": DifferentModel,
+    "skipped_layer": SkippedLayer,
+    "perturbed_activation": PerturbedActivation,
+    "low_precision_op": LowPrecisionOp,
+    "native_torch_kernels": NativeTorchKernels,
+    "copied_output": CopiedOutput,
+    "wrong_seed": WrongSeed,
+    "forged_trace": ForgedTrace,
+    "mismatched_serving": MismatchedServing,
+}

@@ -1,0 +1,247 @@
+"""Verifying a bundle: structure, full replay, and spot replay of sampled records.
+
+Every check ends in a :class:`Verdict`: valid, or refuted with reasons (a
+malformed bundle never gets this far: :class:`~refute.verifier.prover.BundleError`).
+
+* **Structure** (cheap, always): the signature; the model digest is a model
+  this verifier holds; the input and output digests are the bundle's task and
+  outputs; a generation is well formed (length, EOS); the trace has the
+  program's records with the program's kinds, attributes, wiring and weights,
+  and its task inputs are the task's tensors; an embedding's output is the
+  trace's last output.
+* **Full replay**: run the traced forward and compare every record; re-derive
+  every generated token from the replayed logits with the claim's seed.
+* **Spot replay**: fetch ``k`` records sampled uniformly without replacement
+  from the prover (:meth:`Prover.open`), check the tensors against the
+  committed roots, recompute each record, compare roots; re-derive every token
+  from the committed logits. A dishonest trace with ``m`` of its ``R`` records
+  not matching their own inputs is caught with probability
+  ``1 - C(R - m, k) / C(R, k)`` (:func:`catch_probability`) when the structure
+  and the tokens are right; structural and token lies are caught always.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from refute.compute.claims import ClaimError, verify_signed_claim
+from refute.compute.executor import OPERATORS
+from refute.compute.merkle import tensor_root
+from refute.compute.program import Program, check_against_template
+from refute.compute.trace import Trace, diff_records, first_divergence, record_run
+from refute.kernels import sampling
+from refute.verifier.prover import Bundle, Opened, model_program
+from refute.verifier.tasks import EMBED, GENERATE, GenerateTask, generation_valid
+
+__all__ = ["Finding", "Verdict", "Verifier", "catch_probability", "expected_tokens"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One reason a bundle is refuted: what kind of lie, and where."""
+
+    kind: str  # signature | model | digest | generation | structure | binding | compute | sampling | serving
+    message: str
+    record: int | None = None
+    element: int | None = None
+
+    def __str__(self) -> str:
+        at = "" if self.record is None else f" [record {self.record}" + ("" if self.element is None else f", element {self.element}") + "]"
+        return f"{self.kind}: {self.message}{at}"
+
+
+@dataclass
+class Verdict:
+    """``valid`` iff no finding; ``checked`` says what was looked at."""
+
+    findings: list[Finding] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.findings
+
+    def __str__(self) -> str:
+        head = "VALID" if self.valid else "REFUTED"
+        return "\n".join([f"{head} ({'; '.join(self.checked)})"] + [f"  - {f}" for f in self.findings])
+
+
+def catch_probability(records: int, bad: int, k: int) -> float:
+    """P(a uniform sample of ``k`` of ``records`` records without replacement hits
+    at least one of ``bad``) = ``1 - C(R - m, k) / C(R, k)``."""
+    k = min(k, records)
+    return 1.0 - math.comb(records - bad, k) / math.comb(records, k)
+
+
+def expected_tokens(task: GenerateTask, seed: int, logits: torch.Tensor, n: int, backend: str = "reference") -> list[int]:
+    """The tokens the sampler draws from the traced prefill's logits ``[1, T, V]``
+    (row ``P - 1 + j`` for token ``j``, position ``P + j``)."""
+    p = len(task.prompt_ids)
+    rows = logits[0, p - 1 : p - 1 + n]
+    toks = sampling.sample_tokens(rows, seeds=seed, sequences=task.sequence,
+                                  positions=torch.arange(p, p + rows.shape[0], dtype=torch.int64),
+                                  temperature=task.temperature, top_k=task.top_k, top_p=task.top_p, backend=backend)
+    return [int(t) for t in toks]
+
+
+class Verifier:
+    """Checks bundles against the models it holds (by task name)."""
+
+    def __init__(self, models: Mapping[str, Any], *, backend: str = "reference", chain_id: int | None = None) -> None:
+        self.models = dict(models)
+        self.backend = backend
+        self.chain_id = chain_id
+
+    def model(self, bundle: Bundle) -> Any:
+        return self.models[bundle.task.name]
+
+    def program(self, bundle: Bundle) -> Program:
+        return model_program(self.model(bundle))
+
+    # ---- structure
+
+    def structure(self, bundle: Bundle) -> list[Finding]:
+        """Every check that needs no computation on tensors (module docstring)."""
+        claim, task = bundle.claim, bundle.task
+        if task.name not in self.models:
+            return [Finding("model", f"this verifier holds no model for task {task.name}")]
+        try:
+            verify_signed_claim(bundle.signed, chain_id=self.chain_id)
+        except ClaimError as e:
+            return [Finding("signature", str(e))]
+        program = self.program(bundle)
+        if claim.model_digest != program.model_digest:
+            return [Finding("model", f"model digest 0x{claim.model_digest.hex()} is not the held model's 0x{program.model_digest.hex()}")]
+        out: list[Finding] = []
+        if claim.input_digest != task.digest():
+            out.append(Finding("digest", "the input digest is not the bundle's task"))
+        if isinstance(task, GenerateTask):
+            cfg = self.model(bundle).config
+            out += [Finding("generation", p) for p in generation_valid(task, bundle.tokens, cfg.vocab_size, cfg.eos_token_id)]
+            if claim.output_digest != task.output_digest(bundle.tokens):
+                out.append(Finding("digest", "the output digest is not the bundle's tokens"))
+            if out:
+                return out
+            roots = {k: tensor_root(v) for k, v in task.sequence_tensors(bundle.tokens).items()}
+        else:
+            if claim.seed != 0:
+                out.append(Finding("digest", "an embedding claim must have seed 0"))
+            if claim.output_digest != tensor_root(bundle.embeddings):
+                out.append(Finding("digest", "the output digest is not the bundle's embeddings"))
+            roots = {k: tensor_root(v) for k, v in task.sequence_tensors().items()}
+        trace = bundle.trace
+        if len(trace) != len(program):
+            out.append(Finding("structure", f"the trace has {len(trace)} records, the program {len(program)}",
+                               record=min(len(trace), len(program))))
+        for record, template in zip(trace, program.templates):
+            problems = check_against_template(record, template, roots)
+            if problems:
+                kind = "binding" if all(p.startswith("input ") for p in problems) else "structure"
+                out.append(Finding(kind, "; ".join(problems), record=record.index))
+                break  # the first departure is where a dispute goes
+        if task.name == EMBED and len(trace) and trace[len(trace) - 1].output != claim.output_digest:
+            out.append(Finding("digest", "the output digest is not the trace's last output", record=len(trace) - 1))
+        return out
+
+    # ---- full replay
+
+    def full_replay(self, bundle: Bundle) -> Verdict:
+        """Structure, then the whole traced forward on this verifier's backend."""
+        verdict = Verdict(checked=["structure"])
+        verdict.findings = self.structure(bundle)
+        if verdict.findings:
+            return verdict
+        model, task, claim = self.model(bundle), bundle.task, bundle.claim
+        if isinstance(task, GenerateTask):
+            t = task.sequence_tensors(bundle.tokens)
+            mine, logits = record_run(model.ex, model.forward, t["ids"], t["positions"], t["mask"], None, "all")
+        else:
+            mine, logits = record_run(model.ex, model.embed, *task.encode())
+        verdict.checked.append(f"full replay of {len(mine)} records")
+        d = first_divergence(bundle.trace, mine)
+        if d is not None:
+            what = diff_records(bundle.trace[d], mine[d]) if d < min(len(mine), len(bundle.trace)) else ["length"]
+            verdict.findings.append(Finding("compute" if what == ["output"] else "structure",
+                                            f"first differing record: {', '.join(what)}", record=d))
+            return verdict
+        if isinstance(task, GenerateTask):
+            verdict.checked.append(f"{len(bundle.tokens)} tokens re-derived")
+            want = expected_tokens(task, claim.seed, logits, len(bundle.tokens), self.backend)
+            j = next((j for j, (a, b) in enumerate(zip(bundle.tokens, want)) if a != b), None)
+            if j is not None:
+                verdict.findings.append(Finding("sampling", f"token {j} is {bundle.tokens[j]}, the sampler draws {want[j]}",
+                                                record=len(mine) - 1, element=j))
+        return verdict
+
+    # ---- spot replay
+
+    def spot_replay(self, bundle: Bundle, source: Any, k: int, rng: random.Random | None = None) -> Verdict:
+        """Structure, every token from the committed logits, and ``k`` sampled
+        records recomputed from tensors ``source`` (the prover: anything with
+        :meth:`Prover.open`) serves. ``rng`` defaults to OS randomness, which
+        the prover could not predict when it committed."""
+        rng = rng if rng is not None else random.SystemRandom()
+        verdict = Verdict(checked=["structure"])
+        verdict.findings = self.structure(bundle)
+        if verdict.findings:
+            return verdict
+        trace, task = bundle.trace, bundle.task
+        last = len(trace) - 1
+        sample = sorted(rng.sample(range(len(trace)), min(k, len(trace))))
+        wanted = set(sample) | ({last} if isinstance(task, GenerateTask) else set())
+        try:
+            opened = source.open(bundle, wanted)
+        except Exception as e:  # a prover that cannot answer loses; say why
+            verdict.findings.append(Finding("serving", f"the prover could not open records: {type(e).__name__}: {e}"))
+            return verdict
+        for i in sorted(wanted):
+            problem = _check_opened(trace, i, opened.get(i))
+            if problem:
+                verdict.findings.append(Finding("serving", problem, record=i))
+                return verdict
+        if isinstance(task, GenerateTask):
+            verdict.checked.append(f"{len(bundle.tokens)} tokens re-derived")
+            want = expected_tokens(task, bundle.claim.seed, opened[last].output, len(bundle.tokens), self.backend)
+            j = next((j for j, (a, b) in enumerate(zip(bundle.tokens, want)) if a != b), None)
+            if j is not None:
+                verdict.findings.append(Finding("sampling", f"token {j} is {bundle.tokens[j]}, the sampler draws {want[j]}",
+                                                record=last, element=j))
+                return verdict
+        verdict.checked.append(f"spot replay of {len(sample)} of {len(trace)} records")
+        for i in sample:
+            r, o = trace[i], opened[i]
+            out = OPERATORS[r.kind](**o.inputs, **r.attr_dict(), backend=self.backend)
+            if tensor_root(out) != r.output:
+                verdict.findings.append(Finding("compute", f"{r.kind} recomputed from its committed inputs differs",
+                                                record=i, element=_first_difference(out, o.output)))
+                return verdict
+        return verdict
+
+
+def _check_opened(trace: Trace, i: int, o: Opened | None) -> str | None:
+    r = trace[i]
+    if o is None:
+        return "the prover did not open this record"
+    if set(o.inputs) != {x.name for x in r.inputs}:
+        return f"opened inputs {sorted(o.inputs)} are not the record's"
+    for x in r.inputs:
+        if tensor_root(o.inputs[x.name]) != x.root:
+            return f"served input {x.name} does not match its committed root"
+    if tensor_root(o.output) != r.output:
+        return "served output does not match its committed root"
+    return None
+
+
+def _first_difference(a: torch.Tensor, b: torch.Tensor) -> int | None:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return None
+    ab = a.contiguous().view(-1).view(torch.uint8).reshape(a.numel(), -1)
+    bb = b.contiguous().view(-1).view(torch.uint8).reshape(b.numel(), -1)
+    diff = (ab != bb).any(dim=1).nonzero()
+    return int(diff[0]) if len(diff) else None
