@@ -49,6 +49,7 @@ from refute.compute.merkle import (
     verify_element,
     verify_range,
 )
+from refute.kernels import sampling
 from refute.compute.program import ProgramError, check_against_template, verify_template
 from refute.compute.trace import (
     NODE_PREFIX,
@@ -326,8 +327,6 @@ def _check_template(p: OneStepProof) -> OneStepResult:
 
 
 def _check_sampling(p: OneStepProof) -> OneStepResult:
-    from refute.verifier.verify import expected_tokens
-
     if not isinstance(p.task, GenerateTask):
         return OneStepResult(False, "a sampling one-step needs a generation task")
     if p.task.digest() != p.claim.input_digest or p.task.output_digest(p.tokens) != p.claim.output_digest:
@@ -349,10 +348,11 @@ def _check_sampling(p: OneStepProof) -> OneStepResult:
         raw = verify_range(p.record.output, o)
     except ProofError as e:
         return OneStepResult(False, f"logits row: {e}")
-    logits = _decode(raw, o.header, p.vocab_size).reshape(1, 1, p.vocab_size)
-    shifted = GenerateTask(p.task.prompt_ids + tuple(p.tokens[:j]), 1, p.task.temperature, p.task.top_k,
-                           p.task.top_p, p.task.sequence)
-    want = expected_tokens(shifted, p.claim.seed, logits, 1)[0]
+    logits = _decode(raw, o.header, p.vocab_size).reshape(1, p.vocab_size)
+    t = p.task
+    want = int(sampling.sample_tokens(logits, seeds=p.claim.seed, sequences=t.sequence,
+                                      positions=len(t.prompt_ids) + j, temperature=t.temperature, top_k=t.top_k,
+                                      top_p=t.top_p, backend="reference")[0])
     if want != p.tokens[j]:
         return OneStepResult(True, f"token {j} is {p.tokens[j]}, the sampler draws {want}")
     return OneStepResult(False, f"token {j} is right")

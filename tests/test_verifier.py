@@ -1,0 +1,320 @@
+"""Prover, verifier, bisection and the one-step, against the cheating catalogue.
+
+Tiny random Llama models carry the broad tests (every catalogue entry, spot
+rates over hundreds of trials, a thousand honest claims); the real SmolLM2 and
+MiniLM run the catalogue end to end in the slow tests.
+"""
+
+import json
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_models_tiny import LLAMA, random_llama_weights
+
+from refute.compute.executor import OPERATORS, Executor
+from refute.compute.llama import LlamaDecoder
+from refute.compute.merkle import ElementProof, RangeProof, tensor_root
+from refute.compute.program import input_binding, program_of
+from refute.verifier import cheats
+from refute.verifier.dispute import OneStepProof, check_one_step, compute_one_step, dispute
+from refute.verifier.prover import Bundle, BundleError, Opened, Prover
+from refute.verifier.tasks import EmbedTask, GenerateTask, TaskError
+from refute.verifier.verify import Verifier, catch_probability, expected_tokens
+
+KEY = "0x" + "11" * 32
+TASK = GenerateTask((5, 9, 11, 4), 6, temperature=3.0, top_k=0, top_p=1.0, sequence=3)
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def model():
+    return LlamaDecoder(LLAMA, random_llama_weights(LLAMA), Executor("reference"))
+
+
+@pytest.fixture(scope="module")
+def verifier(model):
+    return Verifier({"smollm2.generate": model})
+
+
+@pytest.fixture(scope="module")
+def honest(model):
+    return Prover(model, KEY)
+
+
+@pytest.fixture(scope="module")
+def bundle(honest):
+    return honest.prove(TASK, seed=SEED)
+
+
+def _first_diff(a: torch.Tensor, b: torch.Tensor) -> int:
+    d = (a.reshape(-1).view(torch.int32) != b.reshape(-1).view(torch.int32)).nonzero()
+    return int(d[0])
+
+
+def _first_use(model, root: bytes) -> int:
+    return next(t.index for t in program_of(model).templates for i in t.inputs if i.external and i.root == root)
+
+
+def _wrong_seed(model):
+    """A seed whose tokens differ from SEED's for TASK (so the lie changes something)."""
+    want = Prover(model, KEY).compute(TASK, SEED)
+    return next(s for s in range(100, 200) if Prover(model, KEY).compute(TASK, s) != want)
+
+
+def catalogue(model):
+    """Every entry with the (kind, record, element) its lie must be pinned to."""
+    honest = Prover(model, KEY)
+    hb = honest.prove(TASK, seed=SEED)
+    out = {}
+    weight = "layers.1.attn.k.weight"
+    out["flipped_weight_bit"] = (cheats.FlippedWeightBit(model, KEY, weight, 3, 20),
+                                 ("template", _first_use(model, tensor_root(model.w[weight])), None))
+    out["different_model"] = (cheats.DifferentModel(model, KEY), ("template", 0, None))
+    layer1 = _first_use(model, tensor_root(model.w["layers.1.attn_norm.weight"]))
+    out["skipped_layer"] = (cheats.SkippedLayer(model, KEY, 1), ("template", layer1, None))
+    out["perturbed_activation"] = (cheats.PerturbedActivation(model, KEY, 10, 7), ("compute", 10, 7))
+    low = cheats.LowPrecisionOp(model, KEY, 12)
+    lb = low.prove(TASK, seed=SEED)
+    e = _first_diff(low.open(lb, [12])[12].output, honest.open(hb, [12])[12].output)
+    out["low_precision_op"] = (low, ("compute", 12, e))
+    native = cheats.NativeTorchKernels(model, KEY)
+    first_linear = next(r.index for r in hb.trace if r.kind == "linear")
+    nb = native.prove(TASK, seed=SEED)
+    e = _first_diff(native.open(nb, [first_linear])[first_linear].output, honest.open(hb, [first_linear])[first_linear].output)
+    out["native_torch_kernels"] = (native, ("compute", first_linear, e))
+    other = GenerateTask((6, 9, 11, 4), 6, 3.0, 0, 1.0, 3)
+    out["copied_output"] = (cheats.CopiedOutput(model, KEY, other), ("template", 0, None))
+    ws = cheats.WrongSeed(model, KEY, _wrong_seed(model))
+    wrong = ws.compute(TASK, SEED)
+    j = next(j for j, (a, b) in enumerate(zip(wrong, hb.tokens)) if a != b)
+    out["wrong_seed"] = (ws, ("sampling", len(hb.trace) - 1, j))
+    out["forged_trace"] = (cheats.ForgedTrace(model, KEY, 14, 3), ("compute", 14, 3))
+    out["mismatched_serving"] = (cheats.MismatchedServing(model, KEY, 14, 3), ("serving", 14, None))
+    assert set(out) == set(cheats.CATALOGUE)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cheat_cases(model):
+    return {name: (c, where, c.prove(TASK, seed=SEED)) for name, (c, where) in catalogue(model).items()}
+
+
+# --------------------------------------------------------------------------- honest
+
+
+def test_honest_claim_is_valid_in_every_mode(bundle, verifier, honest):
+    assert verifier.full_replay(bundle).valid
+    assert verifier.spot_replay(bundle, honest, 8, random.Random(0)).valid
+    assert dispute(bundle, honest, verifier).kind == "none"
+
+
+def test_bundle_json_round_trip(bundle):
+    again = Bundle.from_json(bundle.to_json())
+    assert again.to_json() == bundle.to_json()
+    assert again.claim == bundle.claim and again.trace.root == bundle.trace.root and again.tokens == bundle.tokens
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda o: o.pop("trace"), "required"),
+    (lambda o: o.update(version=2), "version"),
+    (lambda o: o.update(kind="x"), "refute.bundle"),
+    (lambda o: o.update(tokens="abc"), "tokens"),
+    (lambda o: o["task"].update(max_new_tokens=-1), "max_new_tokens"),
+    (lambda o: o["task"].update(top_p=float("nan")), "top_p"),
+    (lambda o: o["claim"].update(signature="0x00"), "signature"),
+    (lambda o: o["trace"]["records"].pop(), "root"),
+    (lambda o: o.update(extra=1), "fields"),
+])
+def test_malformed_bundles_are_rejected_with_a_reason(bundle, mutate, message):
+    o = json.loads(bundle.to_json())
+    mutate(o)
+    with pytest.raises(BundleError, match=message):
+        Bundle.from_json(json.dumps(o))
+
+
+def test_tampered_signature_fields_are_refuted(bundle, verifier):
+    o = json.loads(bundle.to_json())
+    o["tokens"][0] = (o["tokens"][0] + 1) % LLAMA.vocab_size
+    v = verifier.full_replay(Bundle.from_json(json.dumps(o)))
+    assert not v.valid and v.findings[0].kind in ("digest", "generation")
+
+
+def test_task_validation():
+    with pytest.raises(TaskError):
+        GenerateTask((), 3)
+    with pytest.raises(TaskError):
+        GenerateTask((1,), 3, temperature=-1.0)
+    with pytest.raises(TaskError):
+        EmbedTask(("a", 3))
+
+
+# --------------------------------------------------------------------------- the catalogue
+
+
+@pytest.mark.parametrize("name", list(cheats.CATALOGUE))
+def test_catalogue_full_replay_refutes_and_dispute_lands_exactly(name, cheat_cases, verifier):
+    cheat, (kind, record, element), b = cheat_cases[name]
+    assert not verifier.full_replay(b).valid
+    d = dispute(b, cheat, verifier)
+    assert (d.kind, d.record, d.element) == (kind, record, element), d
+    if kind == "serving":
+        assert d.proof is None  # the cheater lost by failing to open its own commitment
+    else:
+        assert d.result.defendant_wrong, d.result
+        assert check_one_step(d.proof).defendant_wrong
+
+
+@pytest.mark.parametrize("name", list(cheats.CATALOGUE))
+def test_spot_replay_catch_rate_matches_the_formula(name, cheat_cases, verifier):
+    """Measured over 200 trials of k=3: within 4 standard deviations of
+    1 - C(R-m, k)/C(R, k), m counted by recomputing every record."""
+    cheat, _, b = cheat_cases[name]
+    n, k, trials = len(b.trace), 3, 200
+    if verifier.structure(b):
+        p = 1.0
+    else:
+        opened = cheat.open(b, range(n))
+
+        def misopened(r):
+            o = opened[r.index]
+            return tensor_root(o.output) != r.output or any(tensor_root(o.inputs[x.name]) != x.root for x in r.inputs)
+
+        def bad(r):  # its opening does not match its roots, or it does not recompute to its output
+            o = opened[r.index]
+            return misopened(r) or tensor_root(OPERATORS[r.kind](**o.inputs, **r.attr_dict(), backend="reference")) != r.output
+
+        # a generation's logits are always opened (not recomputed), to re-derive the tokens
+        always = misopened(b.trace[n - 1]) or expected_tokens(TASK, b.claim.seed, opened[n - 1].output, len(b.tokens)) != list(b.tokens)
+        p = 1.0 if always else catch_probability(n, sum(bad(r) for r in b.trace), k)
+        assert 0 < p
+
+    class Cached:  # the prover's answers are deterministic: ask once, serve every trial
+        def __init__(self):
+            self.all = cheat.open(b, range(n))
+
+        def open(self, bundle, indices):
+            return {i: self.all[i] for i in indices}
+
+    source = Cached()
+    caught = sum(not verifier.spot_replay(b, source, k, random.Random(t)).valid for t in range(trials))
+    sigma = (p * (1 - p) / trials) ** 0.5
+    assert abs(caught / trials - p) <= 4 * sigma + 1e-9, (caught, trials, p)
+
+
+# --------------------------------------------------------------------------- the one-step
+
+
+def test_one_step_on_honest_elements_sides_with_the_defendant(bundle, honest):
+    """Every operator kind: an element recomputed from its proven input slices
+    equals the full operator's element (so an honest defendant always wins)."""
+    rng = random.Random(1)
+    opened = honest.open(bundle, range(len(bundle.trace)))
+    seen = set()
+    for r in bundle.trace:
+        o = opened[r.index]
+        for e in {0, o.output.numel() - 1, rng.randrange(o.output.numel())}:
+            res = check_one_step(compute_one_step(bundle, r.index, e, o.output, o))
+            assert not res.defendant_wrong, (r.kind, e, res)
+        seen.add(r.kind)
+    assert seen == {"embedding", "rms_norm", "linear", "rotary", "attention", "add", "silu", "mul"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_check_one_step_is_total_and_rejects_tampering(bundle, honest, data):
+    """Any tampered part of a valid one-step is decided (never raises) against
+    whoever supplied it: a bad input opening or record proof loses for the
+    challenger; a bad output opening loses for the defendant."""
+    trace = bundle.trace
+    i = data.draw(st.integers(0, len(trace) - 1))
+    o = honest.open(bundle, [i])[i]
+    e = data.draw(st.integers(0, o.output.numel() - 1))
+    p = compute_one_step(bundle, i, e, o.output, o)
+    part = data.draw(st.sampled_from(["input", "output", "record", "element", "garbage"]))
+    if part == "input":
+        name = data.draw(st.sampled_from(sorted(p.input_openings)))
+        op = p.input_openings[name]
+        pos = data.draw(st.integers(0, len(op.chunks) - 1))
+        chunks = bytearray(op.chunks)
+        chunks[pos] ^= 1 << data.draw(st.integers(0, 7))
+        bad = dict(p.input_openings, **{name: RangeProof(op.header, op.start, op.stop, bytes(chunks), op.siblings)})
+        res = check_one_step(OneStepProof(**{**p.__dict__, "input_openings": bad}))
+        # a flipped byte outside the opened elements is padding of the chunk: still caught by the root
+        assert not res.defendant_wrong
+    elif part == "output":
+        op = p.output_opening
+        chunk = bytearray(op.chunk)
+        chunk[data.draw(st.integers(0, len(chunk) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+        res = check_one_step(OneStepProof(**{**p.__dict__, "output_opening": ElementProof(op.header, op.index, bytes(chunk), op.siblings)}))
+        assert res.defendant_wrong
+    elif part == "record":
+        other = data.draw(st.integers(0, len(trace) - 1).filter(lambda j: j != i))
+        res = check_one_step(OneStepProof(**{**p.__dict__, "record_proof": trace.prove_record(other)}))
+        assert not res.defendant_wrong
+    elif part == "element":
+        res = check_one_step(OneStepProof(**{**p.__dict__, "element": data.draw(st.integers(-5, 10**6).filter(lambda x: x != e))}))
+        assert not res.defendant_wrong
+    else:
+        res = check_one_step(data.draw(st.sampled_from([None, 3, "x", OneStepProof("compute", None, None, None)])))
+        assert not res.defendant_wrong
+
+
+def test_template_one_step_accepts_honest_records(bundle, verifier, model):
+    prog = program_of(model)
+    assert input_binding("ids") in {i.root for i in prog.template(0).inputs}
+    for idx in (0, 1, len(bundle.trace) - 1):
+        p = OneStepProof("template", bundle.claim, bundle.trace[idx], bundle.trace.prove_record(idx),
+                         identity=prog.identity, program_tree_root=prog.templates.root, template=prog.template(idx),
+                         template_proof=prog.prove_template(idx), task=bundle.task, tokens=bundle.tokens)
+        assert not check_one_step(p).defendant_wrong
+        wrong = OneStepProof(**{**p.__dict__, "template": prog.template((idx + 1) % len(prog))})
+        assert not check_one_step(wrong).defendant_wrong
+
+
+def test_bisection_rounds_are_the_tree_depth(cheat_cases, verifier):
+    cheat, _, b = cheat_cases["perturbed_activation"]
+    d = dispute(b, cheat, verifier)
+    out_numel = cheat.open(b, [d.record])[d.record].output.numel()
+    chunks = -(-out_numel * 4 // 256)
+    assert d.rounds == (len(b.trace) - 1).bit_length() + max(chunks - 1, 0).bit_length()
+
+
+# --------------------------------------------------------------------------- many honest claims
+
+
+@pytest.mark.slow
+def test_a_thousand_honest_claims_are_never_refuted(model, verifier, honest):
+    """1,000 claims from batched generation (batch sizes 1-16, prompt lengths
+    1-9, mixed sampling settings), each checked for structure and by spot
+    replay, every tenth by full replay too."""
+    g = random.Random(5)
+    done = bad = 0
+    settings_ = [(0.0, 0, 1.0), (3.0, 0, 1.0), (1.5, 5, 1.0), (2.0, 0, 0.8), (1.0, 3, 0.5)]
+    while done < 1000:
+        t, k, p = g.choice(settings_)
+        size = min(g.randint(1, 16), 1000 - done)
+        tasks = [GenerateTask(tuple(g.randrange(3, LLAMA.vocab_size) for _ in range(g.randint(1, 9))), 3, t, k, p,
+                              g.randrange(2**32)) for _ in range(size)]
+        for b in honest.prove_batch(tasks, seed=g.randrange(2**64), round=done):
+            ok = verifier.spot_replay(b, honest, 2, g).valid
+            if done % 10 == 0:
+                ok = ok and verifier.full_replay(b).valid
+            bad += not ok
+            done += 1
+    assert done == 1000 and bad == 0
+
+
+@pytest.mark.slow
+def test_claims_from_the_triton_backend_equal_the_reference_ones(model, verifier, honest):
+    """A prover on the Triton backend (the interpreter here) makes the very same
+    claims, accepted by a reference verifier (I5)."""
+    triton = Prover(LlamaDecoder(LLAMA, random_llama_weights(LLAMA), Executor("triton")), KEY)
+    tasks = [GenerateTask((5, 9, 11), 2, 3.0, 0, 1.0, 1), GenerateTask((7,), 2, 3.0, 0, 1.0, 2)]
+    tb = triton.prove_batch(tasks, seed=SEED)
+    rb = honest.prove_batch(tasks, seed=SEED)
+    for a, b in zip(tb, rb):
+        assert a.claim == b.claim and a.trace.root == b.trace.root
+        assert verifier.full_replay(a).valid
