@@ -21,7 +21,7 @@ def test_help_lists_subcommands(capsys):
     except SystemExit as exc:
         assert exc.code == 0
     out = capsys.readouterr().out
-    for command in ("demo", "ptx", "run"):
+    for command in ("demo", "ptx", "run", "prove", "check"):
         assert command in out
 
 

@@ -318,3 +318,40 @@ def test_claims_from_the_triton_backend_equal_the_reference_ones(model, verifier
     for a, b in zip(tb, rb):
         assert a.claim == b.claim and a.trace.root == b.trace.root
         assert verifier.full_replay(a).valid
+
+
+# --------------------------------------------------------------------------- real models
+
+
+@pytest.mark.slow
+def test_catalogue_on_smollm2():
+    """The whole catalogue against the real SmolLM2-135M: full replay refutes,
+    the dispute lands where each lie is, the one-step decides against it."""
+    from refute.compute.llama import smollm2
+
+    real = smollm2(Executor("reference"))
+    v = Verifier({"smollm2.generate": real})
+    honest_b = Prover(real, KEY).prove(TASK, seed=SEED)
+    assert v.full_replay(honest_b).valid
+    for name, (cheat, (kind, record, element)) in catalogue(real).items():
+        b = cheat.prove(TASK, seed=SEED)
+        assert not v.full_replay(b).valid, name
+        d = dispute(b, cheat, v)
+        assert (d.kind, d.record, d.element) == (kind, record, element), (name, d)
+        assert kind == "serving" or check_one_step(d.proof).defendant_wrong, (name, d.result)
+
+
+@pytest.mark.slow
+def test_minilm_claims_and_a_perturbed_embedding(tmp_path):
+    from refute.compute.bert import minilm
+
+    real = minilm(Executor("reference"))
+    v = Verifier({"minilm.embed": real})
+    task = EmbedTask(("a verifier replays sampled work", "the liar is slashed"))
+    b = Prover(real, KEY).prove(task)
+    assert v.full_replay(b).valid and v.spot_replay(b, Prover(real, KEY), 6, random.Random(2)).valid
+    cheat = cheats.PerturbedActivation(real, KEY, 40, 5)
+    cb = cheat.prove(task)
+    assert not v.full_replay(cb).valid
+    d = dispute(cb, cheat, v)
+    assert (d.kind, d.record, d.element) == ("compute", 40, 5) and check_one_step(d.proof).defendant_wrong

@@ -1,0 +1,101 @@
+"""Claims on this CPU: the cost of committing, proof sizes, and bisection depth.
+
+1. Tensor roots of a SmolLM2-135M forward (``--tokens`` tokens) against the
+   forward itself: :func:`refute.compute.trace.bench_trace_overhead` (untraced,
+   traced with roots hashed inline, traced with roots hashed on a worker
+   thread; weights' roots cached, as a prover's are after its first claim).
+2. Proof sizes: for one record of every operator kind in a real generation
+   trace, the bytes of the one-step's openings (the defendant's element proof,
+   the challenger's input range proofs, the record proof).
+3. Bisection rounds against trace length: a real dispute (one perturbed
+   activation) and the formula ``ceil(log2 records) + ceil(log2 chunks)``.
+
+``python bench/claims_cpu.py [--tokens 128] [--out bench/results/claims_cpu.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import refute.kernels  # noqa: F401  (before triton)
+from refute.compute.executor import Executor
+from refute.compute.llama import smollm2
+from refute.compute.merkle import CHUNK_BYTES
+from refute.compute.trace import bench_trace_overhead
+from refute.verifier import cheats
+from refute.verifier.dispute import compute_one_step, dispute
+from refute.verifier.prover import Prover
+from refute.verifier.tasks import GenerateTask
+from refute.verifier.verify import Verifier
+
+KEY = "0x" + "22" * 32
+
+
+def proof_bytes(p) -> dict[str, int]:
+    out = 32 * len(p.output_opening.siblings) + len(p.output_opening.chunk)
+    ins = sum(len(o.chunks) + 32 * len(o.siblings) for o in p.input_openings.values())
+    rec = len(p.record.encode()) + 32 * len(p.record_proof.siblings)
+    return {"output_opening": out, "input_openings": ins, "record_and_proof": rec, "total": out + ins + rec}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default="bench/results/claims_cpu.json")
+    args = ap.parse_args()
+    model = smollm2(Executor("reference"))
+    result: dict = {"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+
+    t = bench_trace_overhead(model, tokens=args.tokens, repeats=args.repeats)
+    result["roots"] = {k: t[k] for k in ("tokens", "records", "activation_bytes", "untraced_s", "inline_s", "background_s",
+                                         "hashing_inline_s", "overhead_inline", "overhead_background",
+                                         "overhead_inline_cpu", "overhead_background_cpu", "weight_roots_s")}
+    r = result["roots"]
+    print(f"forward {r['tokens']} tokens: {r['untraced_s']:.2f} s; roots inline +{100 * r['overhead_inline']:.1f}% "
+          f"(hashing {r['hashing_inline_s']:.2f} s for {r['activation_bytes'] / 2**20:.0f} MiB), "
+          f"roots on a worker thread +{100 * r['overhead_background']:.1f}% wall")
+
+    prompt = tuple(range(100, 100 + 60))
+    task = GenerateTask(prompt, 4, 0.0, 0, 1.0, 0)
+    honest = Prover(model, KEY)
+    bundle = honest.prove(task, seed=0)
+    opened = honest.open(bundle, range(len(bundle.trace)))
+    sizes = {}
+    for rec in bundle.trace:
+        if rec.kind in sizes:
+            continue
+        o = opened[rec.index]
+        p = compute_one_step(bundle, rec.index, o.output.numel() // 2, o.output, o)
+        sizes[rec.kind] = {"record": rec.index, **proof_bytes(p)}
+        print(f"one-step {rec.kind:<10} record {rec.index:>3}: {sizes[rec.kind]['total']:>8} bytes")
+    result["one_step_bytes"] = sizes
+
+    verifier = Verifier({task.name: model})
+    cheat = cheats.PerturbedActivation(model, KEY, 200, 1000)
+    cb = cheat.prove(task, seed=0)
+    d = dispute(cb, cheat, verifier)
+    n = len(cb.trace)
+    out_chunks = -(-opened[200].output.numel() * 4 // CHUNK_BYTES)
+    result["dispute"] = {"records": n, "tokens": len(prompt) + 3, "kind": d.kind, "record": d.record, "element": d.element,
+                         "rounds": d.rounds, "formula": (n - 1).bit_length() + (out_chunks - 1).bit_length()}
+    print(f"dispute over {n} records, record 200 ({out_chunks} chunks): {d.rounds} rounds -> {d.kind} "
+          f"record {d.record} element {d.element}")
+    table = []
+    for tokens in (16, 128, 1024, 8192):
+        logits_chunks = -(-tokens * model.config.vocab_size * 4 // CHUNK_BYTES)
+        table.append({"tokens": tokens, "records": n, "record_rounds": (n - 1).bit_length(),
+                      "max_tensor_rounds": (logits_chunks - 1).bit_length()})
+    result["rounds_vs_length"] = table
+    for row in table:
+        print(f"T={row['tokens']:>5}: {row['record_rounds']} record rounds + up to {row['max_tensor_rounds']} tensor rounds")
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
