@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     from refute.prove import add_parsers as add_prove_parsers
 
     add_prove_parsers(sub)
+    from refute.benchmark.cli import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
