@@ -7,7 +7,9 @@
 2. Proof sizes: for one record of every operator kind in a real generation
    trace, the bytes of the one-step's openings (the defendant's element proof,
    the challenger's input range proofs, the record proof).
-3. Bisection rounds against trace length: a real dispute (one perturbed
+3. Verifier cost per claim: structure checks, full replay and spot replay,
+   against the prover's own cost of running and claiming the task.
+4. Bisection rounds against trace length: a real dispute (one perturbed
    activation) and the formula ``ceil(log2 records) + ceil(log2 chunks)``.
 
 ``python bench/claims_cpu.py [--tokens 128] [--out bench/results/claims_cpu.json]``
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import time
 from pathlib import Path
 
@@ -76,6 +79,23 @@ def main() -> None:
     result["one_step_bytes"] = sizes
 
     verifier = Verifier({task.name: model})
+    t0 = time.perf_counter()
+    honest.prove(task, seed=0)
+    prove_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    assert verifier.full_replay(bundle).valid
+    full_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    assert verifier.spot_replay(bundle, honest, 16, random.Random(0)).valid
+    spot_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    assert not verifier.structure(bundle)
+    structure_s = time.perf_counter() - t0
+    result["replay_per_claim"] = {"tokens": len(prompt) + len(bundle.tokens), "prove_s": prove_s, "full_replay_s": full_s,
+                                  "spot16_s_incl_prover_regeneration": spot_s, "structure_s": structure_s,
+                                  "full_over_prove": full_s / prove_s}
+    print(f"per claim ({len(prompt)}+{len(bundle.tokens)} tokens): prove {prove_s:.2f} s, structure {structure_s:.2f} s, "
+          f"full replay {full_s:.2f} s ({full_s / prove_s:.2f}x prove), spot k=16 {spot_s:.2f} s (incl. the prover's regeneration)")
     cheat = cheats.PerturbedActivation(model, KEY, 200, 1000)
     cb = cheat.prove(task, seed=0)
     d = dispute(cb, cheat, verifier)
