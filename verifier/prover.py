@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -120,15 +122,17 @@ class Opened:
     output: torch.Tensor
 
 
-_PROGRAMS: dict[int, Program] = {}
+_PROGRAMS: weakref.WeakKeyDictionary[Any, Program] = weakref.WeakKeyDictionary()
+_PROGRAMS_LOCK = threading.Lock()
 
 
 def model_program(model: Any) -> Program:
-    """``program_of(model)``, computed once per model object."""
-    key = id(model)
-    if key not in _PROGRAMS or _PROGRAMS[key] is None:
-        _PROGRAMS[key] = program_of(model)
-    return _PROGRAMS[key]
+    """``program_of(model)``, computed once per live model object."""
+    with _PROGRAMS_LOCK:
+        program = _PROGRAMS.get(model)
+        if program is None:
+            program = _PROGRAMS[model] = program_of(model)
+        return program
 
 
 class _Capture:
