@@ -58,16 +58,16 @@ def _first_use(model, root: bytes) -> int:
     return next(t.index for t in program_of(model).templates for i in t.inputs if i.external and i.root == root)
 
 
-def _wrong_seed(model):
-    """A seed whose tokens differ from SEED's for TASK (so the lie changes something)."""
-    want = Prover(model, KEY).compute(TASK, SEED)
-    return next(s for s in range(100, 200) if Prover(model, KEY).compute(TASK, s) != want)
+def _wrong_seed(model, task):
+    """A seed whose tokens differ from SEED's for ``task`` (so the lie changes something)."""
+    want = Prover(model, KEY).compute(task, SEED)
+    return next(s for s in range(100, 200) if Prover(model, KEY).compute(task, s) != want)
 
 
-def catalogue(model):
-    """Every entry with the (kind, record, element) its lie must be pinned to."""
+def catalogue(model, task=TASK):
+    """Every entry with the (kind, record, element) its lie must be pinned to, for ``task``."""
     honest = Prover(model, KEY)
-    hb = honest.prove(TASK, seed=SEED)
+    hb = honest.prove(task, seed=SEED)
     out = {}
     weight = "layers.1.attn.k.weight"
     out["flipped_weight_bit"] = (cheats.FlippedWeightBit(model, KEY, weight, 3, 20),
@@ -77,18 +77,18 @@ def catalogue(model):
     out["skipped_layer"] = (cheats.SkippedLayer(model, KEY, 1), ("template", layer1, None))
     out["perturbed_activation"] = (cheats.PerturbedActivation(model, KEY, 10, 7), ("compute", 10, 7))
     low = cheats.LowPrecisionOp(model, KEY, 12)
-    lb = low.prove(TASK, seed=SEED)
+    lb = low.prove(task, seed=SEED)
     e = _first_diff(low.open(lb, [12])[12].output, honest.open(hb, [12])[12].output)
     out["low_precision_op"] = (low, ("compute", 12, e))
     native = cheats.NativeTorchKernels(model, KEY)
     first_linear = next(r.index for r in hb.trace if r.kind == "linear")
-    nb = native.prove(TASK, seed=SEED)
+    nb = native.prove(task, seed=SEED)
     e = _first_diff(native.open(nb, [first_linear])[first_linear].output, honest.open(hb, [first_linear])[first_linear].output)
     out["native_torch_kernels"] = (native, ("compute", first_linear, e))
-    other = GenerateTask((6, 9, 11, 4), 6, 3.0, 0, 1.0, 3)
+    other = GenerateTask((6,) + task.prompt_ids[1:], task.max_new_tokens, task.temperature, 0, 1.0, task.sequence)
     out["copied_output"] = (cheats.CopiedOutput(model, KEY, other), ("template", 0, None))
-    ws = cheats.WrongSeed(model, KEY, _wrong_seed(model))
-    wrong = ws.compute(TASK, SEED)
+    ws = cheats.WrongSeed(model, KEY, _wrong_seed(model, task))
+    wrong = ws.compute(task, SEED)
     j = next(j for j, (a, b) in enumerate(zip(wrong, hb.tokens)) if a != b)
     out["wrong_seed"] = (ws, ("sampling", len(hb.trace) - 1, j))
     out["forged_trace"] = (cheats.ForgedTrace(model, KEY, 14, 3), ("compute", 14, 3))
@@ -331,10 +331,11 @@ def test_catalogue_on_smollm2():
 
     real = smollm2(Executor("reference"))
     v = Verifier({"smollm2.generate": real})
-    honest_b = Prover(real, KEY).prove(TASK, seed=SEED)
+    task = GenerateTask((5, 9, 11, 4), 3, temperature=3.0, sequence=3)
+    honest_b = Prover(real, KEY).prove(task, seed=SEED)
     assert v.full_replay(honest_b).valid
-    for name, (cheat, (kind, record, element)) in catalogue(real).items():
-        b = cheat.prove(TASK, seed=SEED)
+    for name, (cheat, (kind, record, element)) in catalogue(real, task).items():
+        b = cheat.prove(task, seed=SEED)
         assert not v.full_replay(b).valid, name
         d = dispute(b, cheat, v)
         assert (d.kind, d.record, d.element) == (kind, record, element), (name, d)
