@@ -30,7 +30,7 @@ $(SOLC_STAMP): $(SOLCJS)/package.json $(SOLCJS)/package-lock.json
 solc: $(SOLC_STAMP)
 
 test: $(STAMP) $(SOLC_STAMP)
-	@$(PY) -m pytest
+	@$(PY) -m pytest -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) $(SOLCJS)/node_modules build *.egg-info .pytest_cache .hypothesis

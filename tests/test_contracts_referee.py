@@ -1,0 +1,410 @@
+"""The on-chain referee (contracts/src/Referee.sol, TensorMerkle.sol, RecordCodec.sol)
+against its Python twin: compute/merkle.py, compute/trace.py and
+verifier/dispute.check_one_step.
+
+* TensorMerkle: openings of hypothesis-drawn tensors verify to the same bytes as
+  ``verify_range``; the root of small in-memory data is ``tensor_root``; a tampered
+  chunk byte, sibling or index reverts. RecordCodec: decoded fields equal the record's,
+  non-canonical encodings revert, record proofs verify against ``Trace`` roots. Both
+  libraries are internal, so a small harness contract (source below) is compiled
+  for these tests only.
+* decideCompute: for every operator kind, honest elements give ``False`` like
+  check_one_step (the tiny Llama's records, plus synthetic records of the kinds the
+  Llama does not use, with special values); tampered outputs give ``True``; tampered
+  or misplaced input openings revert (check_one_step: the challenger loses); the
+  catalogue's compute cheats are refuted on chain.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from eth_tester.exceptions import TransactionFailed
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_models_tiny import LLAMA, random_llama_weights
+from test_verifier import KEY, SEED, TASK, catalogue
+from web3 import EthereumTesterProvider, Web3
+from web3.exceptions import ContractCustomError, ContractLogicError
+
+from refute.compute.executor import OPERATORS, Executor
+from refute.compute.llama import LlamaDecoder
+from refute.compute.merkle import ElementProof, RangeProof, TensorTree, tensor_root
+from refute.compute.trace import Trace, TraceInput, TraceRecord
+from refute.contracts.build import SOURCE_DIR, compile_sources
+from refute.contracts.referee import RefereeContract, RefereeError, compute_args
+from refute.verifier.dispute import OneStepProof, check_one_step, compute_one_step, dispute
+from refute.verifier.prover import Prover
+from refute.verifier.verify import Verifier
+
+REVERTED = (ContractLogicError, ContractCustomError, TransactionFailed)
+
+HARNESS = """
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+import {Opening} from "./IReferee.sol";
+import {TensorMerkle} from "./TensorMerkle.sol";
+import {RecordCodec} from "./RecordCodec.sol";
+contract Harness {
+    function verify(bytes32 root, Opening calldata o) external pure returns (bytes memory data) {
+        (, data) = TensorMerkle.verifyRange(root, o);
+    }
+    function rootOf(bytes calldata header, bytes calldata data) external pure returns (bytes32) {
+        return TensorMerkle.rootOf(header, data);
+    }
+    function decode(bytes calldata rec) external pure returns (RecordCodec.Record memory) {
+        return RecordCodec.decode(rec);
+    }
+    function verifyRecord(bytes32 root, bytes32 h, uint64 index, uint64 count, bytes32[] calldata s)
+        external pure returns (bool) {
+        RecordCodec.verifyRecord(root, h, index, count, s);
+        return true;
+    }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    src = tmp_path_factory.mktemp("harness")
+    for name in ("TensorMerkle.sol", "RecordCodec.sol", "IReferee.sol", "ClaimRegistry.sol", "IStakeManager.sol"):
+        shutil.copy(SOURCE_DIR / name, src / name)
+    (src / "Harness.sol").write_text(HARNESS)
+    art = compile_sources(src)["Harness"]
+    w3 = Web3(EthereumTesterProvider())
+    tx = w3.eth.contract(abi=art.abi, bytecode=art.bytecode).constructor().transact({"from": w3.eth.accounts[0]})
+    return w3.eth.contract(address=w3.eth.wait_for_transaction_receipt(tx).contractAddress, abi=art.abi)
+
+
+def _opening(p: RangeProof) -> tuple:
+    return (p.header.encode(), p.start, p.stop, p.chunks, list(p.siblings))
+
+
+def _reverts(fn) -> bool:
+    try:
+        fn.call({"gas": 100_000_000})
+    except REVERTED:
+        return True
+    return False
+
+
+DTYPES = {"f32": torch.float32, "i64": torch.int64, "bool": torch.bool, "bf16": torch.bfloat16, "i32": torch.int32}
+
+
+@st.composite
+def tensors(draw, max_numel: int = 300) -> torch.Tensor:
+    dtype = DTYPES[draw(st.sampled_from(sorted(DTYPES)))]
+    shape = tuple(draw(st.lists(st.integers(1, 12), min_size=1, max_size=3)))
+    n = int(np.prod(shape))
+    if n > max_numel:
+        shape, n = (max_numel,), max_numel
+    raw = draw(st.binary(min_size=n * 8, max_size=n * 8))
+    t = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    if dtype == torch.bool:
+        return (t[:n] & 1).bool().reshape(shape)
+    return t.view(dtype)[:n].clone().reshape(shape)
+
+
+# --------------------------------------------------------------------------- TensorMerkle
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(t=tensors(), data=st.data())
+def test_range_openings_verify_to_the_python_bytes(harness, t, data):
+    tree = TensorTree.from_tensor(t)
+    n = t.numel()
+    a = data.draw(st.integers(0, n - 1))
+    b = data.draw(st.integers(a + 1, n))
+    p = tree.prove_range(a, b)
+    from refute.compute.merkle import verify_range
+
+    assert bytes(harness.functions.verify(tree.root, _opening(p)).call()) == verify_range(tree.root, p)
+    assert bytes(harness.functions.rootOf(tree.header.encode(), tree.data).call()) == tensor_root(t)
+    # Tampering: a chunk byte, a sibling, the range, the header.
+    what = data.draw(st.sampled_from(["chunk", "sibling", "start", "header"]))
+    h, start, stop, chunks, sib = _opening(p)
+    if what == "chunk":
+        i = data.draw(st.integers(0, len(chunks) - 1))
+        chunks = chunks[:i] + bytes([chunks[i] ^ 1]) + chunks[i + 1 :]
+    elif what == "sibling" and sib:
+        i = data.draw(st.integers(0, len(sib) - 1))
+        sib = sib[:i] + [bytes([sib[i][0] ^ 1]) + sib[i][1:]] + sib[i + 1 :]
+    elif what == "sibling":
+        sib = [bytes(32)]
+    elif what == "start":
+        # Moving a range within its chunks is another valid opening; an empty range or
+        # one past the end is not.
+        start, stop = data.draw(st.sampled_from([(start, start), (start, n + 1)]))
+    else:
+        h = bytes([h[0] % 6 + 1]) + h[1:]
+    assert _reverts(harness.functions.verify(tree.root, (h, start, stop, chunks, sib)))
+
+
+def test_root_of_empty_and_exact_chunk_tensors(harness):
+    for t in (torch.zeros(0, dtype=torch.float32), torch.arange(64, dtype=torch.float32), torch.arange(65, dtype=torch.int64)):
+        tree = TensorTree.from_tensor(t)
+        assert bytes(harness.functions.rootOf(tree.header.encode(), tree.data).call()) == tree.root
+
+
+# --------------------------------------------------------------------------- RecordCodec
+
+
+@st.composite
+def records(draw) -> TraceRecord:
+    kind = draw(st.sampled_from(["linear", "rotary", "attention", "add", "layer_norm"]))
+    index = draw(st.integers(1, 2**40))
+    attrs = {
+        "linear": lambda: {"slices": draw(st.integers(-(2**63), 2**63 - 1))},
+        "rotary": lambda: {"head_dim": draw(st.integers(0, 2**20)), "theta": draw(st.floats(width=32, allow_nan=False))},
+        "attention": lambda: {"num_heads": 9, "num_kv_heads": 3, "scale": draw(st.floats(width=32, allow_nan=False)),
+                              "causal": draw(st.booleans()), "slices": 2},
+        "add": dict,
+        "layer_norm": lambda: {"eps": draw(st.floats(width=32, allow_nan=False))},
+    }[kind]()
+    names = {"linear": ["x", "weight", "bias"], "rotary": ["x", "positions"], "add": ["x", "y"],
+             "attention": ["q", "k", "v", "key_mask", "q_positions", "k_positions"], "layer_norm": ["x", "weight", "bias"]}[kind]
+    inputs = [TraceInput(n, draw(st.binary(min_size=32, max_size=32)),
+                         draw(st.sampled_from([2**64 - 1, 0, index - 1]))) for n in names]
+    return TraceRecord(index, kind, attrs, inputs, draw(st.binary(min_size=32, max_size=32)))
+
+
+def _attr_value(tag: bytes, value: int, v) -> bool:
+    if tag == b"i":
+        return value == v
+    if tag == b"f":
+        return value == struct.unpack(">I", struct.pack(">f", v))[0]
+    return value == int(v)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(r=records(), data=st.data())
+def test_records_decode_to_their_fields_and_tampering_reverts(harness, r, data):
+    index, kind, attrs, inputs, output = harness.functions.decode(r.encode()).call()
+    assert (index, kind.decode(), bytes(output)) == (r.index, r.kind, r.output)
+    assert [a[0].decode() for a in attrs] == [k for k, _ in r.attrs]
+    assert all(_attr_value(a[1], a[2] if a[1] != b"i" else a[2] - (1 << 256 if a[2] >> 255 else 0), v)
+               for a, (_, v) in zip(attrs, r.attrs))
+    assert [(i[0].decode(), i[1], bytes(i[2])) for i in inputs] == [(i.name, i.source, i.root) for i in r.inputs]
+    enc = r.encode()
+    bad = data.draw(st.sampled_from([enc + b"\x00", enc[:-1], b"\x21" + enc[1:], enc[:1] + b"\x02" + enc[2:],
+                                     enc[:10] + b"\x00" + enc[11:]]))
+    assert _reverts(harness.functions.decode(bad))
+
+
+def test_unsorted_attributes_and_bad_bools_revert(harness):
+    r = TraceRecord(3, "attention", {"num_heads": 2, "num_kv_heads": 1, "scale": 0.5, "causal": True, "slices": 2},
+                    [TraceInput(n, bytes(32)) for n in ("q", "k", "v", "key_mask", "q_positions", "k_positions")], bytes(32))
+    enc = r.encode()
+    i = enc.index(b"causalb\x01") + 7
+    assert _reverts(harness.functions.decode(enc[:i] + b"\x02" + enc[i + 1 :]))
+    # Swap the first two attribute entries ("causal" and "num_heads"): unsorted.
+    a0 = enc.index(b"\x06causal")
+    a1 = enc.index(b"\x09num_heads")
+    a2 = enc.index(b"\x0cnum_kv_heads")
+    assert _reverts(harness.functions.decode(enc[:a0] + enc[a1:a2] + enc[a0:a1] + enc[a2:]))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 40), data=st.data())
+def test_record_proofs_verify_against_trace_roots(harness, n, data):
+    recs = [TraceRecord(i, "add", {}, [TraceInput("x", bytes([i]) * 32), TraceInput("y", bytes(32))], bytes([i + 1]) * 32)
+            for i in range(n)]
+    trace = Trace(recs)
+    i = data.draw(st.integers(0, n - 1))
+    p = trace.prove_record(i)
+    args = (trace.root, recs[i].hash(), i, n, list(p.siblings))
+    assert harness.functions.verifyRecord(*args).call()
+    assert _reverts(harness.functions.verifyRecord(trace.root, recs[i].hash(), (i + 1) % n, n, list(p.siblings))) or n == 1
+    assert _reverts(harness.functions.verifyRecord(trace.root, bytes(32), i, n, list(p.siblings)))
+
+
+# --------------------------------------------------------------------------- decideCompute
+
+
+@pytest.fixture(scope="module")
+def referee():
+    return RefereeContract()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return LlamaDecoder(LLAMA, random_llama_weights(LLAMA), Executor("reference"))
+
+
+@pytest.fixture(scope="module")
+def honest(model):
+    return Prover(model, KEY)
+
+
+@pytest.fixture(scope="module")
+def bundle(honest):
+    return honest.prove(TASK, seed=SEED)
+
+
+def _agree(referee, proof) -> bool:
+    """The on-chain decision, asserted equal to check_one_step's (a revert is the
+    challenger's failed move: check_one_step says False)."""
+    want = check_one_step(proof)
+    try:
+        got = referee.decide(proof)
+    except RefereeError as e:
+        assert not want.defendant_wrong, (e, want)
+        return False
+    assert got == want.defendant_wrong, (got, want)
+    return got
+
+
+def test_honest_elements_of_every_llama_record_kind(referee, bundle, honest):
+    rng = random.Random(2)
+    opened = honest.open(bundle, range(len(bundle.trace)))
+    seen: dict[str, int] = {}
+    for r in bundle.trace:
+        if seen.get(r.kind, 0) >= 2:
+            continue
+        o = opened[r.index]
+        for e in (0, rng.randrange(o.output.numel()), o.output.numel() - 1):
+            p = compute_one_step(bundle, r.index, e, o.output, o)
+            assert referee.decide(p) is False, (r.kind, e)
+            assert not check_one_step(p).defendant_wrong
+        seen[r.kind] = seen.get(r.kind, 0) + 1
+    assert set(seen) == {"embedding", "rms_norm", "linear", "rotary", "attention", "add", "silu", "mul"}
+
+
+def test_tampered_outputs_are_wrong_and_tampered_inputs_revert(referee, bundle, honest):
+    rng = random.Random(3)
+    opened = honest.open(bundle, range(len(bundle.trace)))
+    for r in bundle.trace[:16]:
+        o = opened[r.index]
+        e = rng.randrange(o.output.numel())
+        bad = o.output.clone()
+        bad.reshape(-1).view(torch.int32)[e] ^= 1 << rng.randrange(32)
+        assert _agree(referee, compute_one_step(bundle, r.index, e, bad, o)) is True
+        p = compute_one_step(bundle, r.index, e, o.output, o)
+        name = sorted(p.input_openings)[0]
+        op = p.input_openings[name]
+        flipped = RangeProof(op.header, op.start, op.stop, bytes([op.chunks[0] ^ 1]) + op.chunks[1:], op.siblings)
+        p2 = OneStepProof(**{**p.__dict__, "input_openings": {**p.input_openings, name: flipped}})
+        with pytest.raises(RefereeError, match="RootMismatch"):
+            referee.decide(p2)
+        assert not check_one_step(p2).defendant_wrong
+        # Another (valid) slice than the element needs: the challenger loses.
+        full = TensorTree.from_tensor(o.inputs[name])
+        moved = full.prove_range(0, full.header.numel) if (op.start, op.stop) != (0, full.header.numel) else None
+        if moved is not None:
+            p3 = OneStepProof(**{**p.__dict__, "input_openings": {**p.input_openings, name: moved}})
+            with pytest.raises(RefereeError, match="WrongSlice|BadInput"):
+                referee.decide(p3)
+            assert not check_one_step(p3).defendant_wrong
+
+
+def test_a_wrong_output_header_is_wrong(referee, bundle, honest):
+    i = next(r.index for r in bundle.trace if r.kind == "rms_norm")
+    o = honest.open(bundle, [i])[i]
+    p = compute_one_step(bundle, i, 0, o.output[..., :-1].contiguous(), o)
+    assert _agree(referee, p) is True
+
+
+def _synthetic(kind: str, attrs: dict, inputs: dict[str, torch.Tensor], e: int) -> OneStepProof:
+    """A compute one-step on a one-record trace of ``kind`` on ``inputs`` (honest)."""
+    out = OPERATORS[kind](**inputs, **attrs, backend="reference")
+    r = TraceRecord(0, kind, attrs, [TraceInput(n, tensor_root(t)) for n, t in inputs.items()], tensor_root(out))
+    trace = Trace([r])
+    shapes = {n: tuple(t.shape) for n, t in inputs.items()}
+    from refute.verifier.dispute import element_inputs
+
+    need = element_inputs(kind, r.attr_dict(), shapes, tuple(out.shape), e)
+    if kind == "embedding":
+        d = out.shape[-1]
+        tid = int(inputs["ids"].reshape(-1)[e // d])
+        need["table"] = (tid * d + e % d, tid * d + e % d + 1)
+    openings = {n: TensorTree.from_tensor(inputs[n]).prove_range(a, b) for n, (a, b) in need.items()}
+    claim = SimpleNamespace(trace_root=trace.root)
+    return OneStepProof("compute", claim, r, trace.prove_record(0), element=e,
+                        output_opening=TensorTree.from_tensor(out).prove_element(e), input_openings=openings)
+
+
+def _specials(rng: np.random.Generator, shape: tuple[int, ...], special: bool) -> torch.Tensor:
+    x = rng.normal(size=shape).astype(np.float32) * np.float32(rng.choice([1e-30, 1.0, 1e20]))
+    if special:
+        flat = x.reshape(-1)
+        flat[rng.integers(0, flat.size)] = rng.choice([np.inf, -np.inf, np.nan, 0.0, 1e-44, 3e38]).astype(np.float32)
+    return torch.from_numpy(x)
+
+
+@pytest.mark.parametrize("kind", ["layer_norm", "rms_norm", "l2_normalize", "log_softmax", "gelu_erf", "silu", "add",
+                                  "mul", "mean_pool", "embedding", "linear", "rotary"])
+def test_synthetic_records_of_every_kind(referee, kind):
+    """Kinds the tiny Llama lacks, broadcasting, masks of both dtypes and special values."""
+    rng = np.random.default_rng(hash(kind) % 2**32)
+    for trial in range(3):
+        special = trial == 2
+        x = _specials(rng, (2, 3, 8), special)
+        w, b = _specials(rng, (8,), False), _specials(rng, (8,), False)
+        inputs, attrs = {"x": x}, {}
+        if kind == "layer_norm":
+            inputs, attrs = {"x": x, "weight": w, "bias": b}, {"eps": 1e-5}
+        elif kind == "rms_norm":
+            inputs, attrs = {"x": x, "weight": w}, {"eps": 1e-6}
+        elif kind == "l2_normalize":
+            attrs = {"eps": 1e-12}
+        elif kind in ("add", "mul"):
+            inputs = {"x": x, "y": w if trial == 1 else _specials(rng, (2, 3, 8), special)}
+        elif kind == "mean_pool":
+            mask = torch.from_numpy(rng.integers(0, 2, (2, 3)))
+            inputs = {"x": x, "mask": mask.bool() if trial else mask}
+        elif kind == "embedding":
+            inputs = {"ids": torch.from_numpy(rng.integers(0, 5, (2, 3))), "table": _specials(rng, (5, 8), special)}
+        elif kind == "linear":
+            inputs, attrs = {"x": x, "weight": _specials(rng, (4, 8), special), "bias": _specials(rng, (4,), False)}, {"slices": 2}
+            if trial == 1:
+                del inputs["bias"]
+        elif kind == "rotary":
+            inputs = {"x": x, "positions": torch.from_numpy(rng.integers(0, 5000, (2, 3)))}
+            attrs = {"head_dim": 4, "theta": 10000.0}
+        n = OPERATORS[kind](**inputs, **attrs, backend="reference").numel()
+        for e in {0, n - 1, int(rng.integers(0, n))}:
+            assert _agree(referee, _synthetic(kind, attrs, inputs, e)) is False, (kind, trial, e)
+
+
+def test_attention_with_padding_and_non_causal(referee):
+    rng = np.random.default_rng(5)
+    q, k, v = (torch.from_numpy(rng.normal(size=s).astype(np.float32)) for s in ((1, 3, 8), (1, 4, 4), (1, 4, 4)))
+    inputs = {"q": q, "k": k, "v": v, "key_mask": torch.tensor([[True, False, True, True]]),
+              "q_positions": torch.tensor([[1, 2, 3]]), "k_positions": torch.tensor([[0, 1, 2, 3]])}
+    for causal in (True, False):
+        attrs = {"num_heads": 2, "num_kv_heads": 1, "scale": 0.5, "causal": causal, "slices": 2}
+        for e in range(0, 24, 5):
+            assert _agree(referee, _synthetic("attention", attrs, inputs, e)) is False
+
+
+@pytest.fixture(scope="module")
+def cheat_cases(model):
+    return {name: (c, where, c.prove(TASK, seed=SEED)) for name, (c, where) in catalogue(model).items()}
+
+
+def test_catalogue_compute_cheats_are_refuted_on_chain(referee, cheat_cases, model):
+    verifier = Verifier({"smollm2.generate": model})
+    decided = 0
+    for name, (cheat, (kind, _, _), b) in cheat_cases.items():
+        if kind != "compute":
+            continue  # template and sampling one-steps are not decided on chain yet
+        d = dispute(b, cheat, verifier)
+        assert d.proof is not None and d.result.defendant_wrong
+        assert referee.decide(d.proof) is True, name
+        decided += 1
+    assert decided == 4
+
+
+def test_non_compute_one_steps_are_refused_by_the_python_side(referee, bundle):
+    p = OneStepProof("template", bundle.claim, bundle.trace[0], bundle.trace.prove_record(0))
+    with pytest.raises(ValueError, match="no on-chain decision"):
+        referee.decide(p)
+    with pytest.raises(ValueError):
+        compute_args(p)
