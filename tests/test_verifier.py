@@ -356,3 +356,28 @@ def test_minilm_claims_and_a_perturbed_embedding(tmp_path):
     assert not v.full_replay(cb).valid
     d = dispute(cb, cheat, v)
     assert (d.kind, d.record, d.element) == ("compute", 40, 5) and check_one_step(d.proof).defendant_wrong
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_mutated_bundles_are_rejected_or_refuted_never_crash(bundle, verifier, data):
+    """Any single mutation of a bundle's JSON either fails to parse with
+    BundleError or parses into a bundle that verification refutes (or that is
+    unchanged in meaning); nothing else escapes."""
+    text = bundle.to_json()
+    kind = data.draw(st.sampled_from(["byte", "cut", "insert"]))
+    i = data.draw(st.integers(0, len(text) - 1))
+    if kind == "byte":
+        mutated = text[:i] + data.draw(st.sampled_from(list('0123456789abcdef"{}[],:x -'))) + text[i + 1:]
+    elif kind == "cut":
+        mutated = text[:i]
+    else:
+        mutated = text[:i] + data.draw(st.text(max_size=5)) + text[i:]
+    try:
+        b = Bundle.from_json(mutated)
+    except BundleError:
+        return
+    v = verifier.full_replay(b)
+    same = (b.signed == bundle.signed and b.task == bundle.task and b.tokens == bundle.tokens
+            and b.trace.root == bundle.trace.root)
+    assert v.valid == same
