@@ -64,10 +64,15 @@ def section() -> str:
         rows = {r["function"]: r["execution"] for r in g["rows"]}
         picks = [k for k in ("add", "mul", "div", "sqrt", "exp", "log", "tanh", "erf", "sin") if k in rows]
         out.append("- **On-chain numerics** (execution gas): " + ", ".join(f"{k} {rows[k]:,}" for k in picks) + ".")
-    for name, label in (("referee_gas.json", "One-step gas"), ("game_gas.json", "Dispute game gas")):
-        r = _load(name)
-        if r and isinstance(r, dict) and "summary" in r:
-            out.append(f"- **{label}**: {r['summary']}")
+    r = _load("referee_gas.json")
+    if r:
+        rows = ", ".join(f"{d['kind']} {d['size']} {d['gas'] / 1e6:.2f}M" for d in r["decideCompute"])
+        over = sum(not d["within_target"] for d in r["decideCompute"])
+        out.append(f"- **One-step gas** (target {r['target_gas'] / 1e6:.1f}M; {over} over): {rows}.")
+    r = _load("game_gas.json")
+    if r:
+        out.append(f"- **A whole dispute** over {r['trace_records']} records ({r['output']} output, real referee): "
+                   f"{r['whole_game'] / 1e6:.2f}M gas (open {r['open'] / 1e3:.0f}k).")
     return "\n".join(out)
 
 
