@@ -20,7 +20,7 @@ from refute.compute.merkle import ElementProof, RangeProof, tensor_root
 from refute.compute.program import input_binding, program_of
 from refute.verifier import cheats
 from refute.verifier.dispute import OneStepProof, check_one_step, compute_one_step, dispute
-from refute.verifier.prover import Bundle, BundleError, Opened, Prover
+from refute.verifier.prover import Bundle, BundleError, Prover
 from refute.verifier.tasks import EmbedTask, GenerateTask, TaskError
 from refute.verifier.verify import Verifier, catch_probability, expected_tokens
 

@@ -25,7 +25,7 @@ from refute.compute.executor import OPERATORS, Executor, OpRecord
 from refute.compute.merkle import tensor_root
 from refute.compute.trace import Trace, TraceInput, TraceRecord
 from refute.verifier.prover import Bundle, Opened, Prover, model_program
-from refute.verifier.tasks import GenerateTask, Task
+from refute.verifier.tasks import Task
 
 __all__ = [
     "CATALOGUE",

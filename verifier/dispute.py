@@ -189,8 +189,7 @@ def _recompute(kind: str, attrs: dict[str, Any], shapes: dict[str, tuple[int, ..
         out = op(values["x"].reshape(1, 1, hd), values["positions"].reshape(1, 1), **attrs, backend="reference")
         return out.reshape(-1)[e % shapes["x"][2] % hd]
     if kind == "attention":
-        b, t, wq = shapes["q"]
-        s, wk = shapes["k"][1], shapes["k"][2]
+        wq, s = shapes["q"][2], shapes["k"][1]
         heads, kv_heads = int(attrs["num_heads"]), int(attrs["num_kv_heads"])
         hd = wq // heads
         col = e % wq

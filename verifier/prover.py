@@ -27,7 +27,7 @@ from refute.compute.executor import OpRecord
 from refute.compute.merkle import tensor_root
 from refute.compute.program import Program, program_of
 from refute.compute.trace import Trace, TraceError, record_run
-from refute.verifier.tasks import EMBED, GENERATE, EmbedTask, GenerateTask, Task, TaskError, task_from_obj
+from refute.verifier.tasks import EMBED, GENERATE, GenerateTask, Task, TaskError, task_from_obj
 
 __all__ = ["BUNDLE_KIND", "BUNDLE_VERSION", "BundleError", "Bundle", "Opened", "Prover", "model_program"]
 

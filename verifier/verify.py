@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ from refute.compute.program import Program, check_against_template
 from refute.compute.trace import Trace, diff_records, first_divergence, record_run
 from refute.kernels import sampling
 from refute.verifier.prover import Bundle, Opened, model_program
-from refute.verifier.tasks import EMBED, GENERATE, GenerateTask, generation_valid
+from refute.verifier.tasks import EMBED, GenerateTask, generation_valid
 
 __all__ = ["Finding", "Verdict", "Verifier", "catch_probability", "expected_tokens"]
 
