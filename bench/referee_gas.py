@@ -5,7 +5,10 @@ gas depends on the shapes, and random data builds in seconds).
 
 Writes bench/results/referee_gas.json: per case the exact transaction gas and the
 execution gas (total - 21,000 - calldata), and attention's gas against the number of
-keys T. Usage: ``python bench/referee_gas.py``.
+keys T. Also ``decideTemplate`` (synthetic one-template programs whose records bind the
+task inputs, at prompt + generated lengths up to 512 + 64) and ``decideSampling``
+(compact evidence on a one-record trace of (1, T, 49152) logits: SmolLM2's vocabulary;
+greedy and Gumbel-max). Usage: ``python bench/referee_gas.py``.
 """
 
 from __future__ import annotations
@@ -22,8 +25,13 @@ import torch
 from refute.compute.executor import OPERATORS
 from refute.compute.merkle import TensorTree, tensor_root
 from refute.compute.trace import Trace, TraceInput, TraceRecord
+from refute.compute.claims import Claim
+from refute.compute.merkle import keccak256
+from refute.compute.program import EXTERNAL, MODEL_PREFIX, PROGRAM_PREFIX, ZERO_ROOT, input_binding
 from refute.contracts.referee import RefereeContract
+from refute.kernels import sampling
 from refute.verifier.dispute import OneStepProof, check_one_step, element_inputs
+from refute.verifier.tasks import GenerateTask
 
 OUT = Path(__file__).parent / "results" / "referee_gas.json"
 TARGET = 1_500_000
@@ -76,6 +84,86 @@ def cases(rng: np.random.Generator) -> list[tuple[str, str, dict, dict, int]]:
     return out
 
 
+BASE_CLAIM = dict(chain_id=1, model_digest=bytes(32), input_digest=bytes(32), output_digest=bytes(32),
+                  trace_root=bytes(32), seed=7, round=0, step=0, task="smollm2.generate", prover=b"\x01" * 20)
+
+
+def template_case(kind: str, prompt_len: int, n: int, rng: np.random.Generator) -> OneStepProof:
+    """An honest template one-step: record ``kind`` (embedding: binds ids; attention:
+    binds keep and positions twice) of a one-record trace and a one-template program."""
+    task = GenerateTask(tuple(int(i) for i in rng.integers(0, 49152, prompt_len)), n, temperature=0.7, sequence=1)
+    tokens = tuple(int(i) for i in rng.integers(0, 49152, n))
+    t = task.sequence_tensors(tokens)
+    w = bytes(range(32))
+    if kind == "embedding":
+        ins, attrs = [("ids", tensor_root(t["ids"]), input_binding("ids")), ("table", w, w)], {}
+    else:
+        ins = [("q", bytes(32), None), ("k", bytes(32), None), ("v", bytes(32), None),
+               ("key_mask", tensor_root(t["keep"]), input_binding("mask")),
+               ("q_positions", tensor_root(t["positions"]), input_binding("positions")),
+               ("k_positions", tensor_root(t["positions"]), input_binding("positions"))]
+        attrs = {"num_heads": 9, "num_kv_heads": 3, "scale": 0.125, "causal": True, "slices": 2}
+    # The attention record's q, k, v come from record 0 (an embedding placeholder).
+    src = TraceRecord(0, "embedding", {}, [TraceInput("ids", tensor_root(t["ids"])), TraceInput("table", w)], bytes([9]) * 32)
+    idx = 0 if kind == "embedding" else 1
+    rec = TraceRecord(idx, kind, attrs, [TraceInput(nm, root if b is not None else src.output, EXTERNAL if b is not None else 0)
+                                         for nm, root, b in ins], bytes([5]) * 32)
+    tmpl = TraceRecord(idx, kind, attrs, [TraceInput(nm, b if b is not None else ZERO_ROOT, EXTERNAL if b is not None else 0)
+                                          for nm, _, b in ins], ZERO_ROOT)
+    stmpl = TraceRecord(0, "embedding", {}, [TraceInput("ids", input_binding("ids"), EXTERNAL), TraceInput("table", w, EXTERNAL)],
+                        ZERO_ROOT)
+    records = [rec] if idx == 0 else [src, rec]
+    templates = Trace([tmpl] if idx == 0 else [stmpl, tmpl])
+    trace = Trace(records)
+    identity = bytes([3]) * 32
+    md = keccak256(MODEL_PREFIX + identity + keccak256(PROGRAM_PREFIX + templates.root))
+    claim = Claim.create(**{**BASE_CLAIM, "model_digest": md, "input_digest": task.digest(),
+                            "output_digest": task.output_digest(tokens), "trace_root": trace.root})
+    return OneStepProof("template", claim, rec, trace.prove_record(idx), identity=identity,
+                        program_tree_root=templates.root, template=tmpl, template_proof=templates.prove_record(idx),
+                        task=task, tokens=tokens)
+
+
+def sampling_case(temperature: float, prompt_len: int, n: int, rng: np.random.Generator) -> OneStepProof:
+    """A sampling one-step against a wrong last token, on (1, T, 49152) random logits."""
+    v = 49152
+    task = GenerateTask(tuple(int(i) for i in rng.integers(0, v, prompt_len)), n, temperature=temperature, sequence=1)
+    logits = torch.from_numpy(rng.normal(size=(1, prompt_len + n - 1, v)).astype(np.float32))
+    want = int(sampling.sample_tokens(logits[0, -1:], seeds=7, sequences=1, positions=prompt_len + n - 1,
+                                      temperature=temperature, backend="reference")[0])
+    tokens = tuple(int(i) for i in rng.integers(0, v, n - 1)) + ((want + 1) % v,)
+    r = TraceRecord(0, "linear", {"slices": 2}, [TraceInput("x", bytes(32)), TraceInput("weight", bytes(32))],
+                    tensor_root(logits))
+    trace = Trace([r])
+    claim = Claim.create(**{**BASE_CLAIM, "input_digest": task.digest(), "output_digest": task.output_digest(tokens),
+                            "trace_root": trace.root})
+    row = prompt_len + n - 2
+    return OneStepProof("sampling", claim, r, trace.prove_record(0), element=n - 1,
+                        logits_row=TensorTree.from_tensor(logits).prove_range(row * v, (row + 1) * v), vocab_size=v,
+                        task=task, tokens=tokens)
+
+
+def decide_rows(ref: RefereeContract, rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
+    tmpl, samp = [], []
+    for kind in ("embedding", "attention"):
+        for p_len, n in ((16, 8), (128, 32), (512, 64)):
+            p = template_case(kind, p_len, n, rng)
+            assert not check_one_step(p).defendant_wrong and ref.decide(p) is False, (kind, p_len)
+            total, execution = ref.gas_used(p)
+            tmpl.append({"record": kind, "prompt": p_len, "tokens": n, "gas": total, "execution_gas": execution,
+                         "within_target": total <= TARGET})
+            print(f"template {kind:10s} P={p_len:<4d} N={n:<3d} {total:>10,d} {execution:>10,d}", file=sys.stderr)
+    for temperature in (0.0, 0.7):
+        for p_len, n in ((16, 8), (512, 64)):
+            p = sampling_case(temperature, p_len, n, rng)
+            assert check_one_step(p).defendant_wrong and ref.decide(p) is True, (temperature, p_len)
+            total, execution = ref.gas_used(p)
+            samp.append({"mode": "greedy" if temperature == 0 else "gumbel", "vocab": 49152, "prompt": p_len,
+                         "tokens": n, "gas": total, "execution_gas": execution, "within_target": total <= TARGET})
+            print(f"sampling T={temperature} P={p_len:<4d} N={n:<3d} {total:>10,d} {execution:>10,d}", file=sys.stderr)
+    return tmpl, samp
+
+
 def main() -> int:
     rng = np.random.default_rng(0)
     ref = RefereeContract()
@@ -88,10 +176,10 @@ def main() -> int:
         rows.append({"kind": kind, "size": size, "gas": total, "execution_gas": execution,
                      "within_target": total <= TARGET, "seconds_py_evm": round(time.perf_counter() - t0, 2)})
         print(f"{kind:13s} {size:22s} {total:>10,d} {execution:>10,d}", file=sys.stderr)
+    tmpl, samp = decide_rows(ref, rng)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"target_gas": TARGET, "decideCompute": rows,
-                               "decideTemplate": "not implemented (reverts Unsupported)",
-                               "decideSampling": "not implemented (reverts Unsupported)"}, indent=1) + "\n")
+    OUT.write_text(json.dumps({"target_gas": TARGET, "decideCompute": rows, "decideTemplate": tmpl,
+                               "decideSampling": samp}, indent=1) + "\n")
     print(f"wrote {OUT}", file=sys.stderr)
     return 0
 

@@ -155,7 +155,7 @@ def _template_evidence():
         from refute.contracts import referee as r
     except ImportError:
         return None
-    return getattr(r, "template_evidence", None)
+    return r.template_evidence
 
 
 # --------------------------------------------------------------------------- the catalogue
@@ -206,10 +206,14 @@ def test_catalogue_compute_game_ends_with_the_cheater_slashed(name, cases):
 @NEEDS_REFEREE
 @pytest.mark.parametrize("name", ["flipped_weight_bit", "different_model"])
 def test_catalogue_template_game_ends_with_the_cheater_slashed(name, cases):
-    ev = _template_evidence()
-    if ev is None:
-        pytest.skip("refute.contracts.referee has no template_evidence(claim, index) builder yet")
+    build = _template_evidence()
     case = cases[name]
+    proof = case.where.proof  # the off-chain game's template one-step for this very record
+
+    def ev(claim, index):
+        assert index == proof.record.index and claim == proof.claim
+        return build(proof)
+
     w = World()
     gid, _ = w.open(case)
     d, c = w.players(case, evidence=ev)

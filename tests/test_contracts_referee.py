@@ -13,10 +13,16 @@ verifier/dispute.check_one_step.
   Llama does not use, with special values); tampered outputs give ``True``; tampered
   or misplaced input openings revert (check_one_step: the challenger loses); the
   catalogue's compute cheats are refuted on chain.
+* decideTemplate / decideSampling: the catalogue's template cheats (flipped_weight_bit,
+  different_model, skipped_layer, copied_output) and sampling cheat (wrong_seed) are
+  refuted on chain like check_one_step; honest records fit their templates and honest
+  tokens stand; bad evidence reverts; compact sampling on synthetic logits rows (greedy,
+  Gumbel, special values) agrees with check_one_step; top-k / top-p revert Unsupported.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import shutil
 import struct
@@ -39,9 +45,20 @@ from refute.compute.llama import LlamaDecoder
 from refute.compute.merkle import ElementProof, RangeProof, TensorTree, tensor_root
 from refute.compute.trace import Trace, TraceInput, TraceRecord
 from refute.contracts.build import SOURCE_DIR, compile_sources
-from refute.contracts.referee import RefereeContract, RefereeError, compute_args
+from refute.contracts.client import claim_tuple
+from refute.contracts.referee import (
+    RefereeContract,
+    RefereeError,
+    compute_args,
+    element_from_range,
+    sampling_evidence,
+    template_evidence,
+)
 from refute.verifier.dispute import OneStepProof, check_one_step, compute_one_step, dispute
+from refute.compute.merkle import verify_element
+from refute.compute.program import program_of
 from refute.verifier.prover import Prover
+from refute.verifier.tasks import GenerateTask
 from refute.verifier.verify import Verifier
 
 REVERTED = (ContractLogicError, ContractCustomError, TransactionFailed)
@@ -389,22 +406,186 @@ def cheat_cases(model):
     return {name: (c, where, c.prove(TASK, seed=SEED)) for name, (c, where) in catalogue(model).items()}
 
 
-def test_catalogue_compute_cheats_are_refuted_on_chain(referee, cheat_cases, model):
+def test_catalogue_cheats_are_refuted_on_chain(referee, cheat_cases, model):
+    """Every compute, template and sampling cheat of the catalogue: the on-chain
+    decision is True, like check_one_step's."""
     verifier = Verifier({"smollm2.generate": model})
-    decided = 0
+    decided: dict[str, int] = {}
     for name, (cheat, (kind, _, _), b) in cheat_cases.items():
-        if kind != "compute":
-            continue  # template and sampling one-steps are not decided on chain yet
+        if kind not in ("compute", "template", "sampling"):
+            continue
         d = dispute(b, cheat, verifier)
-        assert d.proof is not None and d.result.defendant_wrong
+        assert d.kind == kind and d.proof is not None and d.result.defendant_wrong, name
         assert referee.decide(d.proof) is True, name
-        decided += 1
-    assert decided == 4
+        decided[kind] = decided.get(kind, 0) + 1
+    assert decided == {"compute": 4, "template": 4, "sampling": 1}
 
 
-def test_non_compute_one_steps_are_refused_by_the_python_side(referee, bundle):
-    p = OneStepProof("template", bundle.claim, bundle.trace[0], bundle.trace.prove_record(0))
-    with pytest.raises(ValueError, match="no on-chain decision"):
+def _template_proof(bundle, program, i: int, **over) -> OneStepProof:
+    base = dict(claim=bundle.claim, record=bundle.trace[i], record_proof=bundle.trace.prove_record(i),
+                identity=program.identity, program_tree_root=program.templates.root, template=program.template(i),
+                template_proof=program.prove_template(i), task=bundle.task, tokens=bundle.tokens)
+    return OneStepProof("template", **{**base, **over})
+
+
+def test_honest_records_fit_their_templates(referee, bundle, model):
+    """Records binding every kind of external input (ids, weights, positions, the
+    mask) fit; bad evidence reverts and check_one_step says False too."""
+    program = program_of(model)
+    picks, seen = [], set()
+    for r in bundle.trace:
+        if r.kind not in seen or r.index == len(bundle.trace) - 1:
+            picks.append(r.index)
+            seen.add(r.kind)
+    for i in picks:
+        p = _template_proof(bundle, program, i)
+        assert referee.decide(p) is False and not check_one_step(p).defendant_wrong, i
+    i = picks[1]
+    bad = [
+        ("WrongTemplate", dict(template=program.template(i + 1), template_proof=program.prove_template(i + 1))),
+        ("ModelDigestMismatch", dict(identity=bytes(32))),
+        ("BadRecordProof", dict(template_proof=program.prove_template(i + 1))),
+        ("DigestMismatch", dict(tokens=bundle.tokens[:-1] + ((bundle.tokens[-1] + 1) % LLAMA.vocab_size,))),
+    ]
+    for err, over in bad:
+        p = _template_proof(bundle, program, i, **over)
+        assert not check_one_step(p).defendant_wrong
+        with pytest.raises(RefereeError, match=err):
+            referee.decide(p)
+
+
+def test_a_record_with_a_wrong_task_input_misfits(referee, bundle, model):
+    """A record whose positions (a task input) are not the task's: True on chain and in Python."""
+    program = program_of(model)
+    i = next(r.index for r in bundle.trace if r.kind == "rotary")
+    r = bundle.trace[i]
+    inputs = [TraceInput(x.name, tensor_root(torch.arange(1, 10).reshape(1, 9)) if x.name == "positions" else x.root,
+                         x.source) for x in r.inputs]
+    recs = list(bundle.trace)
+    recs[i] = TraceRecord(r.index, r.kind, r.attrs, inputs, r.output)
+    trace = Trace(recs)
+    claim = dataclasses.replace(bundle.claim, trace_root=trace.root)
+    p = _template_proof(bundle, program, i, claim=claim, record=recs[i], record_proof=trace.prove_record(i))
+    assert _agree(referee, p) is True
+
+
+def _sampling_proof(bundle, logits: torch.Tensor, j: int, tokens=None) -> OneStepProof:
+    last = len(bundle.trace) - 1
+    tokens = bundle.tokens if tokens is None else tokens
+    v = logits.shape[-1]
+    row = len(bundle.task.prompt_ids) - 1 + j
+    return OneStepProof("sampling", bundle.claim, bundle.trace[last], bundle.trace.prove_record(last), element=j,
+                        logits_row=TensorTree.from_tensor(logits).prove_range(row * v, (row + 1) * v), vocab_size=v,
+                        task=bundle.task, tokens=tokens)
+
+
+def test_honest_tokens_stand(referee, bundle, honest):
+    last = len(bundle.trace) - 1
+    logits = honest.open(bundle, [last])[last].output
+    v = logits.shape[-1]
+    for j in range(len(bundle.tokens)):
+        p = _sampling_proof(bundle, logits, j)
+        assert referee.decide(p) is False and not check_one_step(p).defendant_wrong, j
+        # The row's greedy token as the contender: the Gumbel draw still stands.
+        row = logits.reshape(-1, v)[len(bundle.task.prompt_ids) - 1 + j]
+        alt = int(torch.argmax(row))
+        if alt != bundle.tokens[j]:
+            assert referee.contract.functions.decideSampling(
+                claim_tuple(bundle.claim), sampling_evidence(p, alt)).call({"gas": 100_000_000}) is False
+    p = _sampling_proof(bundle, logits, 0)
+    e = p.logits_row.start + 3
+    assert verify_element(p.record.output, element_from_range(p.logits_row, e)) == logits.reshape(-1)[e:e + 1].numpy().tobytes()
+    # Evidence that does not verify reverts: a logits row of another record.
+    other = OneStepProof(**{**p.__dict__, "record": bundle.trace[last - 1], "record_proof": bundle.trace.prove_record(last - 1)})
+    with pytest.raises(RefereeError):
+        referee.decide(other)
+
+
+def _synthetic_sampling(bundle, task: GenerateTask, logits: torch.Tensor, tokens: tuple[int, ...], j: int, seed: int):
+    """A sampling one-step on a one-record trace whose output is ``logits`` (1, T, V)."""
+    r = TraceRecord(0, "add", {}, [TraceInput("x", bytes(32)), TraceInput("y", bytes(32))], tensor_root(logits))
+    trace = Trace([r])
+    claim = dataclasses.replace(bundle.claim, trace_root=trace.root, input_digest=task.digest(),
+                                output_digest=task.output_digest(tokens), seed=seed)
+    v = logits.shape[-1]
+    row = len(task.prompt_ids) - 1 + j
+    return OneStepProof("sampling", claim, r, trace.prove_record(0), element=j,
+                        logits_row=TensorTree.from_tensor(logits).prove_range(row * v, (row + 1) * v), vocab_size=v,
+                        task=task, tokens=tokens)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7, 3.0])
+def test_compact_sampling_on_synthetic_rows(referee, bundle, temperature):
+    """Greedy and Gumbel draws on rows with ties, NaN, +-inf and overflowing z: the
+    sampler's token stands, any other token falls (where the evidence form decides it)."""
+    from refute.kernels import sampling
+
+    rng = np.random.default_rng(int(temperature * 10))
+    v, prompt, n = 16, (3, 1), 3
+    kinds = ["normal", "ties", "nan", "pinf", "overflow", "neginf"]
+    for kind in kinds:
+        x = rng.normal(size=(1, len(prompt) + n - 1, v)).astype(np.float32)
+        row = x[0, -1]
+        if kind == "ties":
+            row[:] = np.round(row)
+        elif kind == "nan":
+            row[[5, 9]] = np.nan
+        elif kind == "pinf":
+            row[[4, 11]] = np.inf
+        elif kind == "overflow":
+            row[[2, 7]] = np.float32(3e38)
+        elif kind == "neginf":
+            row[[0, 1, 2, 3, 4]] = -np.inf
+        logits = torch.from_numpy(x)
+        task = GenerateTask(prompt, n, temperature=temperature, top_k=v if kind == "ties" else 0, sequence=5)
+        seed = int(rng.integers(0, 2**63))
+        want = int(sampling.sample_tokens(logits[0, -1:], seeds=seed, sequences=5, positions=len(prompt) + n - 1,
+                                          temperature=temperature, backend="reference")[0])
+        tokens = (1, 2, want)
+        p = _synthetic_sampling(bundle, task, logits, tokens, n - 1, seed)
+        assert referee.decide(p) is False and not check_one_step(p).defendant_wrong, kind
+        for other in {(want + 1) % v, (want + 7) % v, 0}:
+            if other == want:
+                continue
+            p = _synthetic_sampling(bundle, task, logits, (1, 2, other), n - 1, seed)
+            assert _agree(referee, p) is True, (kind, other)
+
+
+def test_compact_sampling_limits(referee, bundle):
+    """top-k / top-p and a possibly all -inf row need the whole row: Unsupported; a
+    token outside the vocabulary or too many tokens: wrong."""
+    v, prompt = 8, (3, 1)
+    x = torch.from_numpy(np.random.default_rng(1).normal(size=(1, 3, v)).astype(np.float32))
+    for kw in (dict(top_k=3), dict(top_p=0.5)):
+        task = GenerateTask(prompt, 2, temperature=1.0, sequence=0, **kw)
+        with pytest.raises(RefereeError, match="Unsupported"):
+            referee.decide(_synthetic_sampling(bundle, task, x, (1, 2), 1, 9))
+    task = GenerateTask(prompt, 2, temperature=1.0, sequence=0)
+    neg = x.clone()
+    neg[0, -1] = -float("inf")
+    p = _synthetic_sampling(bundle, task, neg, (1, 0), 1, 9)
+    assert not check_one_step(p).defendant_wrong
+    with pytest.raises(RefereeError, match="Unsupported"):
+        referee.decide(p)
+    assert _agree(referee, _synthetic_sampling(bundle, task, x, (1, v + 3), 1, 9)) is True
+    short = GenerateTask(prompt, 1, temperature=1.0, sequence=0)
+    assert _agree(referee, _synthetic_sampling(bundle, short, x, (1, 2), 1, 9)) is True
+
+
+def test_embedding_claims_and_other_kinds_are_refused(referee, bundle):
+    p = OneStepProof("template", bundle.claim, bundle.trace[0], bundle.trace.prove_record(0),
+                     task=SimpleNamespace(), tokens=())
+    with pytest.raises((ValueError, AttributeError)):
         referee.decide(p)
     with pytest.raises(ValueError):
         compute_args(p)
+    with pytest.raises(ValueError, match="no on-chain decision"):
+        referee.decide(OneStepProof("other", bundle.claim, bundle.trace[0], bundle.trace.prove_record(0)))
+    with pytest.raises(ValueError):
+        template_evidence(OneStepProof("sampling", bundle.claim, bundle.trace[0], bundle.trace.prove_record(0)))
+    embed = dataclasses.replace(bundle.claim, task=2)
+    for fn in (referee.contract.functions.decideTemplate(claim_tuple(embed), b"", b""),
+               referee.contract.functions.decideSampling(claim_tuple(embed), b"")):
+        with pytest.raises(REVERTED) as e:
+            fn.call({"gas": 100_000_000})
+        assert referee._error(e.value).name == "Unsupported"

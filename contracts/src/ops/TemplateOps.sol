@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {Claim} from "../ClaimRegistry.sol";
+import {RecordCodec} from "../RecordCodec.sol";
+import {GenerateTask} from "./GenerateTask.sol";
+
+/// @title TemplateOps: the `template` one-step (Referee.decideTemplate)
+/// @notice The twin of `verifier.dispute._check_template` for `smollm2.generate` claims:
+///         `program.verify_template` (model digest preimage, template record proof over
+///         the program's templates), template index == record index, the task and tokens
+///         against the claim's digests, then `program.check_against_template` with the
+///         roots of the task tensors the template binds computed on chain.
+/// @dev Evidence = `abi.encode(Evidence)` (one tuple). `decide` decodes it and calls
+///      `check` on itself so that the template arrives as calldata (RecordCodec reads
+///      calldata). Embedding claims (task 2) revert `Unsupported`: their task tensors
+///      come from the MiniLM tokenizer, which has no on-chain twin.
+contract TemplateOps {
+    /// @notice `identity` and `templatesRoot` (the templates' trace root,
+    ///         `program.templates.root`) are the model digest's preimage; `template`
+    ///         (canonical encoding) is proven as record `template.index` of
+    ///         `templateCount` with `templateSiblings`; `task` is the task and tokens.
+    struct Evidence {
+        bytes32 identity;
+        bytes32 templatesRoot;
+        bytes template;
+        uint64 templateCount;
+        bytes32[] templateSiblings;
+        GenerateTask.Params task;
+    }
+
+    uint64 private constant EXTERNAL = type(uint64).max;
+
+    /// @notice Only generation claims are decided here.
+    error Unsupported();
+    /// @notice identity and templatesRoot do not hash to the claim's model digest.
+    error ModelDigestMismatch();
+    /// @notice The template is not the disputed record's (indices differ).
+    error WrongTemplate(uint64 template, uint64 record);
+
+    /// @notice Decide `record` (proven by the caller to be in `claim.traceRoot`).
+    function decide(Claim calldata claim, bytes calldata record, bytes calldata evidence)
+        external
+        view
+        returns (bool defendantWrong)
+    {
+        if (claim.task != 1) revert Unsupported();
+        return this.check(claim.modelDigest, claim.inputDigest, claim.outputDigest, record, abi.decode(evidence, (Evidence)));
+    }
+
+    /// @notice `decide` once the evidence is decoded (reverts on evidence that does not verify).
+    function check(bytes32 modelDigest, bytes32 inputDigest, bytes32 outputDigest, bytes calldata record, Evidence calldata ev)
+        external
+        pure
+        returns (bool defendantWrong)
+    {
+        bytes32 programRoot = keccak256(abi.encodePacked(bytes1(0x24), ev.templatesRoot));
+        if (keccak256(abi.encodePacked(bytes1(0x30), ev.identity, programRoot)) != modelDigest) {
+            revert ModelDigestMismatch();
+        }
+        RecordCodec.Record memory t = RecordCodec.decode(ev.template);
+        RecordCodec.verifyRecord(ev.templatesRoot, keccak256(ev.template), t.index, ev.templateCount, ev.templateSiblings);
+        RecordCodec.Record memory r = RecordCodec.decode(record);
+        if (t.index != r.index) revert WrongTemplate(t.index, r.index);
+        GenerateTask.Params memory p = ev.task;
+        GenerateTask.checkDigests(p, inputDigest, outputDigest);
+        return !_fits(r, t, p);
+    }
+
+    /// @dev check_against_template: kind, attributes (by encoding), input names and
+    /// sources, then each input root that differs from the template's (internal roots
+    /// read as zero): fine only if the template binds a task input whose root it is.
+    function _fits(RecordCodec.Record memory r, RecordCodec.Record memory t, GenerateTask.Params memory p)
+        private
+        pure
+        returns (bool)
+    {
+        if (keccak256(r.kind) != keccak256(t.kind)) return false;
+        if (keccak256(abi.encode(r.attrs)) != keccak256(abi.encode(t.attrs))) return false;
+        if (r.inputs.length != t.inputs.length) return false;
+        for (uint256 i = 0; i < r.inputs.length; i++) {
+            if (keccak256(r.inputs[i].name) != keccak256(t.inputs[i].name)) return false;
+            if (r.inputs[i].source != t.inputs[i].source) return false;
+        }
+        for (uint256 i = 0; i < r.inputs.length; i++) {
+            bytes32 got = r.inputs[i].source == EXTERNAL ? r.inputs[i].root : bytes32(0);
+            bytes32 want = t.inputs[i].root;
+            if (got == want) continue;
+            uint256 n = _binding(want);
+            if (n == 5 || GenerateTask.taskRoot(p, n) != got) return false;
+        }
+        return true;
+    }
+
+    /// @dev Which task input `root` binds (program.input_binding), 5 if none.
+    function _binding(bytes32 root) private pure returns (uint256) {
+        if (root == keccak256("refute/input/ids")) return 0;
+        if (root == keccak256("refute/input/mask")) return 1;
+        if (root == keccak256("refute/input/keep")) return 2;
+        if (root == keccak256("refute/input/positions")) return 3;
+        if (root == keccak256("refute/input/token_types")) return 4;
+        return 5;
+    }
+}
