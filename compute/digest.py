@@ -42,3 +42,14 @@ def canonical_bytes(t: torch.Tensor) -> bytes:
 def tensor_digest(t: torch.Tensor) -> str:
     """keccak256 of :func:`canonical_bytes`, as 64 hex digits."""
     return keccak.new(digest_bits=256, data=canonical_bytes(t)).hexdigest()
+
+
+def first_difference(a: torch.Tensor, b: torch.Tensor) -> int | None:
+    """The flat index of the first element whose bits differ between ``a`` and
+    ``b`` (same dtype and shape), or None if every bit is equal."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        raise ValueError(f"cannot compare {a.dtype}{list(a.shape)} with {b.dtype}{list(b.shape)} element-wise")
+    fa, fb = a.detach().cpu().contiguous().reshape(-1), b.detach().cpu().contiguous().reshape(-1)
+    ia, ib = fa.view(torch.uint8).reshape(fa.numel(), -1), fb.view(torch.uint8).reshape(fb.numel(), -1)
+    diff = (ia != ib).any(1).nonzero()
+    return int(diff[0]) if len(diff) else None

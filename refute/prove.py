@@ -41,6 +41,7 @@ def _model(task_name: str, backend: str):
 
 
 def cmd_prove(args: argparse.Namespace) -> int:
+    from refute.run import prompt_ids
     from refute.verifier.prover import Prover
     from refute.verifier.tasks import EmbedTask, GenerateTask
 
@@ -48,8 +49,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
         from refute.compute.tokenizer import smollm2_tokenizer
 
         tok = smollm2_tokenizer()
-        ids = tok.encode_chat([{"role": "user", "content": args.prompt}]) if args.chat else tok.encode(args.prompt)
-        task = GenerateTask(tuple(ids), args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.sequence)
+        task = GenerateTask(tuple(prompt_ids(tok, args)), args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.sequence)
         seed = args.seed
     else:
         task, seed = EmbedTask(tuple(args.texts)), 0
@@ -99,6 +99,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from refute.run import add_generation_args
+
     prove = sub.add_parser("prove", help="run a task and write a signed, traced claim bundle",
                            description="Run a packaged model, trace every operator, sign an EIP-712 claim, write the bundle.")
     models = prove.add_subparsers(dest="model", metavar="MODEL", required=True)
@@ -113,14 +115,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("texts", nargs="+", metavar="TEXT")
     m.set_defaults(func=cmd_prove)
     s = models.add_parser("smollm2", parents=[common], help="text generation")
-    s.add_argument("--prompt", required=True)
-    s.add_argument("--max-new-tokens", type=int, default=16)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    s.add_argument("--top-k", type=int, default=0, help="0 = off")
-    s.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    add_generation_args(s, max_new_tokens=16)
     s.add_argument("--sequence", type=int, default=0, help="sequence id (the sampler's second key word)")
-    s.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     s.set_defaults(func=cmd_prove)
 
     check = sub.add_parser("check", help="verify a claim bundle (exit 0 valid, 1 refuted, 2 malformed)",

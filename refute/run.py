@@ -70,11 +70,11 @@ def run_smollm2(args: argparse.Namespace) -> int:
 
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     tok = smollm2_tokenizer()
-    prompt_ids = tok.encode_chat([{"role": "user", "content": args.prompt}]) if args.chat else tok.encode(args.prompt)
+    ids = prompt_ids(tok, args)
     ex = _executor(args.backend)
     model = smollm2(ex)
     show = not args.json and sys.stderr.isatty() or args.progress
-    (gen,) = generate(model, [prompt_ids], args.max_new_tokens, params, progress=_progress("tokens", show))
+    (gen,) = generate(model, [ids], args.max_new_tokens, params, progress=_progress("tokens", show))
     tokens = torch.tensor(gen.token_ids, dtype=torch.int64)
     text = tok.decode(gen.token_ids)
     result = {
@@ -83,7 +83,7 @@ def run_smollm2(args: argparse.Namespace) -> int:
         "model_digest": model_digest(model.config, model.w),
         "output_digest": tensor_digest(tokens),
         "prompt": args.prompt,
-        "prompt_ids": prompt_ids,
+        "prompt_ids": ids,
         "token_ids": gen.token_ids,
         "text": text,
         "sampling": {"temperature": params.temperature, "top_k": params.top_k, "top_p": params.top_p, "seed": params.seed},
@@ -95,6 +95,22 @@ def run_smollm2(args: argparse.Namespace) -> int:
         print(f"model   smollm2 {result['model_digest']}", file=sys.stderr)
         print(f"output  {result['output_digest']}", file=sys.stderr)
     return 0
+
+
+def add_generation_args(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    """The prompt and sampling options ``refute run smollm2`` and ``refute prove smollm2`` share."""
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--top-k", type=int, default=0, help="0 = off")
+    parser.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    parser.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+
+
+def prompt_ids(tok, args: argparse.Namespace) -> list[int]:
+    """The prompt's token ids, in the chat template with ``--chat``."""
+    return tok.encode_chat([{"role": "user", "content": args.prompt}]) if args.chat else tok.encode(args.prompt)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -110,12 +126,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=run_minilm)
 
     s = models.add_parser("smollm2", parents=[common], help="text generation with SmolLM2-135M-Instruct")
-    s.add_argument("--prompt", required=True)
-    s.add_argument("--max-new-tokens", type=int, default=32)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    s.add_argument("--top-k", type=int, default=0, help="0 = off")
-    s.add_argument("--top-p", type=float, default=1.0, help="1 = off")
-    s.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    add_generation_args(s, max_new_tokens=32)
     s.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
     s.set_defaults(func=run_smollm2)

@@ -24,7 +24,7 @@ import torch
 from refute.compute.executor import OPERATORS, Executor, OpRecord
 from refute.compute.merkle import tensor_root
 from refute.compute.trace import Trace, TraceInput, TraceRecord
-from refute.verifier.prover import Bundle, Opened, Prover, model_program
+from refute.verifier.prover import Bundle, Opened, Prover, capture_records, model_program, traced_forward
 from refute.verifier.tasks import Task
 
 __all__ = [
@@ -233,15 +233,8 @@ class ForgedTrace(_Dishonest):
         super().__init__(honest_model, private_key, honest_model, **kw)
 
     def _forgery(self, task: Task, output: Any) -> torch.Tensor:
-        from refute.verifier.prover import _Capture
-
-        cap = _Capture([self.record])
-        self.model.ex.observers.append(cap)
-        try:
-            Prover.forward(self, task, output)
-        finally:
-            self.model.ex.observers.remove(cap)
-        return flip_low_bit(cap.got[self.record].output, self.element)
+        got = capture_records(self.model.ex, lambda: traced_forward(self.model, task, output), [self.record])
+        return flip_low_bit(got[self.record].output, self.element)
 
     def prove(self, task: Task, **kw: Any) -> Bundle:
         self._task = task

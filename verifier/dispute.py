@@ -58,10 +58,11 @@ from refute.compute.trace import (
     TraceError,
     TraceRecord,
     diff_records,
+    record_run,
     verify_record,
 )
 from refute.compute.merkle import NODE_PREFIX as TENSOR_NODE_PREFIX
-from refute.verifier.prover import Bundle, Opened
+from refute.verifier.prover import Bundle, Opened, capture_records, traced_forward
 from refute.verifier.tasks import GenerateTask, Task, TaskError, generation_valid
 
 __all__ = ["OneStepProof", "OneStepResult", "Dispute", "bisect_records", "bisect_tensor", "element_inputs",
@@ -427,8 +428,6 @@ def dispute(bundle: Bundle, defendant: Any, verifier: Any) -> Dispute:
     :meth:`open` serves its tensors) and ``verifier`` (the honest challenger,
     :class:`~refute.verifier.verify.Verifier`), and decide it with
     :func:`check_one_step`. The bundle must be refuted by full replay."""
-    from refute.compute.trace import record_run
-
     claim, task = bundle.claim, bundle.task
     model = verifier.model(bundle)
     program = verifier.program(bundle)
@@ -436,11 +435,7 @@ def dispute(bundle: Bundle, defendant: Any, verifier: Any) -> Dispute:
     claim_level = [f for f in findings if f.kind in ("signature", "model", "digest", "generation")]
     if claim_level:
         return Dispute("claim", None, None, 0, None, None, str(claim_level[0]))
-    if isinstance(task, GenerateTask):
-        t = task.sequence_tensors(bundle.tokens)
-        mine, _ = record_run(model.ex, model.forward, t["ids"], t["positions"], t["mask"], None, "all")
-    else:
-        mine, _ = record_run(model.ex, model.embed, *task.encode())
+    mine, _ = record_run(model.ex, traced_forward, model, task, bundle.tokens)
     trace = bundle.trace
     base = dict(claim=claim, task=task, tokens=bundle.tokens)
     if trace.root == mine.root:
@@ -523,17 +518,5 @@ def _open(defendant: Any, bundle: Bundle, indices: Sequence[int]) -> dict[int, O
 
 
 def _open_self(verifier: Any, bundle: Bundle, index: int) -> Opened:
-    from refute.verifier.prover import _Capture
-
     model = verifier.model(bundle)
-    cap = _Capture([index])
-    model.ex.observers.append(cap)
-    try:
-        if isinstance(bundle.task, GenerateTask):
-            t = bundle.task.sequence_tensors(bundle.tokens)
-            model.forward(t["ids"], t["positions"], t["mask"], None, "all")
-        else:
-            model.embed(*bundle.task.encode())
-    finally:
-        model.ex.observers.remove(cap)
-    return cap.got[index]
+    return capture_records(model.ex, lambda: traced_forward(model, bundle.task, bundle.tokens), [index])[index]

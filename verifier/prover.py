@@ -15,7 +15,7 @@ import base64
 import json
 import threading
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,7 +29,8 @@ from refute.compute.program import Program, program_of
 from refute.compute.trace import Trace, TraceError, record_run
 from refute.verifier.tasks import EMBED, GENERATE, GenerateTask, Task, TaskError, task_from_obj
 
-__all__ = ["BUNDLE_KIND", "BUNDLE_VERSION", "BundleError", "Bundle", "Opened", "Prover", "model_program"]
+__all__ = ["BUNDLE_KIND", "BUNDLE_VERSION", "BundleError", "Bundle", "Opened", "Prover", "model_program",
+           "traced_forward", "capture_records"]
 
 BUNDLE_KIND: Final = "refute.bundle"
 BUNDLE_VERSION: Final = 1
@@ -147,6 +148,27 @@ class _Capture:
         self.seen += 1
 
 
+def traced_forward(model: Any, task: Task, output: Any) -> Any:
+    """The computation a claim of ``task`` traces: the generation's prefill over
+    ``prompt + output[:-1]`` (all logits), or the embedding of the task's texts."""
+    if isinstance(task, GenerateTask):
+        t = task.sequence_tensors(output)
+        return model.forward(t["ids"], t["positions"], t["mask"], None, "all")
+    return model.embed(*task.encode())
+
+
+def capture_records(executor: Any, run: Callable[[], Any], indices: Iterable[int]) -> dict[int, Opened]:
+    """Run ``run()`` on ``executor`` and keep the tensors of records ``indices``
+    (counted from the first operator ``run`` applies)."""
+    capture = _Capture(indices)
+    executor.observers.append(capture)
+    try:
+        run()
+    finally:
+        executor.observers.remove(capture)
+    return capture.got
+
+
 class Prover:
     """An honest prover for ``model`` (a LlamaDecoder for generation or a
     BertEncoder for embedding) signing with ``private_key``.
@@ -184,12 +206,8 @@ class Prover:
         return self.model.embed(*task.encode())
 
     def forward(self, task: Task, output: Any) -> Any:
-        """The traced computation: the generation's prefill, or the embedding."""
-        if isinstance(task, GenerateTask):
-            t = task.sequence_tensors(output)
-            return self.model.forward(t["ids"], t["positions"], t["mask"], None, "all")
-        ids, mask = task.encode()
-        return self.model.embed(ids, mask)
+        """The traced computation (:func:`traced_forward`)."""
+        return traced_forward(self.model, task, output)
 
     def commit(self, trace: Trace) -> Trace:
         """The trace the claim commits to (the honest prover: the one it ran)."""
@@ -242,13 +260,7 @@ class Prover:
         """Regenerate the tensors of records ``indices`` of ``bundle``'s trace by
         running its forward again (the prover stores no activation)."""
         task, output = self.ran(bundle)
-        capture = _Capture(indices)
-        self.model.ex.observers.append(capture)
-        try:
-            self.forward(task, output)
-        finally:
-            self.model.ex.observers.remove(capture)
-        return self.served(bundle, capture.got)
+        return self.served(bundle, capture_records(self.model.ex, lambda: self.forward(task, output), indices))
 
     def ran(self, bundle: Bundle) -> tuple[Task, Any]:
         """What this prover actually ran for ``bundle`` (task, output)."""

@@ -31,12 +31,13 @@ from typing import Any
 import torch
 
 from refute.compute.claims import ClaimError, verify_signed_claim
+from refute.compute.digest import first_difference
 from refute.compute.executor import OPERATORS
 from refute.compute.merkle import tensor_root
 from refute.compute.program import Program, check_against_template
 from refute.compute.trace import Trace, diff_records, first_divergence, record_run
 from refute.kernels import sampling
-from refute.verifier.prover import Bundle, Opened, model_program
+from refute.verifier.prover import Bundle, Opened, model_program, traced_forward
 from refute.verifier.tasks import EMBED, GenerateTask, generation_valid
 
 __all__ = ["Finding", "Verdict", "Verifier", "catch_probability", "expected_tokens"]
@@ -158,11 +159,7 @@ class Verifier:
         if verdict.findings:
             return verdict
         model, task, claim = self.model(bundle), bundle.task, bundle.claim
-        if isinstance(task, GenerateTask):
-            t = task.sequence_tensors(bundle.tokens)
-            mine, logits = record_run(model.ex, model.forward, t["ids"], t["positions"], t["mask"], None, "all")
-        else:
-            mine, logits = record_run(model.ex, model.embed, *task.encode())
+        mine, logits = record_run(model.ex, traced_forward, model, task, bundle.tokens)
         verdict.checked.append(f"full replay of {len(mine)} records")
         d = first_divergence(bundle.trace, mine)
         if d is not None:
@@ -218,8 +215,9 @@ class Verifier:
             r, o = trace[i], opened[i]
             out = OPERATORS[r.kind](**o.inputs, **r.attr_dict(), backend=self.backend)
             if tensor_root(out) != r.output:
+                same_layout = out.shape == o.output.shape and out.dtype == o.output.dtype
                 verdict.findings.append(Finding("compute", f"{r.kind} recomputed from its committed inputs differs",
-                                                record=i, element=_first_difference(out, o.output)))
+                                                record=i, element=first_difference(out, o.output) if same_layout else None))
                 return verdict
         return verdict
 
@@ -236,12 +234,3 @@ def _check_opened(trace: Trace, i: int, o: Opened | None) -> str | None:
     if tensor_root(o.output) != r.output:
         return "served output does not match its committed root"
     return None
-
-
-def _first_difference(a: torch.Tensor, b: torch.Tensor) -> int | None:
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return None
-    ab = a.contiguous().view(-1).view(torch.uint8).reshape(a.numel(), -1)
-    bb = b.contiguous().view(-1).view(torch.uint8).reshape(b.numel(), -1)
-    diff = (ab != bb).any(dim=1).nonzero()
-    return int(diff[0]) if len(diff) else None

@@ -287,16 +287,17 @@ def _time(fn: Callable[[], Any], device: str, budget_s: float = 0.5) -> float:
 
 def first_difference(a: torch.Tensor, b: torch.Tensor) -> dict[str, Any] | None:
     """The first element whose bits differ (flat index and both values), or None."""
+    from refute.compute.digest import first_difference as first_index
+
     if a.shape != b.shape or a.dtype != b.dtype:
         return {"index": None, "ours": f"{a.dtype}{list(a.shape)}", "reference": f"{b.dtype}{list(b.shape)}"}
-    fa, fb = a.detach().cpu().contiguous().reshape(-1), b.detach().cpu().contiguous().reshape(-1)
-    ia, ib = fa.view(torch.uint8).reshape(fa.numel(), -1), fb.view(torch.uint8).reshape(fb.numel(), -1)
-    diff = (ia != ib).any(1).nonzero()
-    if not len(diff):
+    i = first_index(a, b)
+    if i is None:
         return None
-    i = int(diff[0])
+    fa, fb = a.detach().cpu().reshape(-1), b.detach().cpu().reshape(-1)
+    bits = [t[i : i + 1].contiguous().view(torch.uint8).numpy().tobytes()[::-1].hex() for t in (fa, fb)]
     return {"index": i, "ours": repr(fa[i].item()), "reference": repr(fb[i].item()),
-            "ours_bits": "0x" + bytes(ia[i].tolist())[::-1].hex(), "reference_bits": "0x" + bytes(ib[i].tolist())[::-1].hex()}
+            "ours_bits": "0x" + bits[0], "reference_bits": "0x" + bits[1]}
 
 
 def run(suites: set[str], backends: list[tuple[str, str]] | None = None, *, progress: Callable[[str], None] = print,
