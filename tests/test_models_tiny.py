@@ -10,13 +10,12 @@ from refute.compute.bert import BertEncoder
 from refute.compute.executor import Executor, OpRecord
 from refute.compute.generate import SamplingParams, generate
 from refute.compute.llama import KVCache, LlamaDecoder
-from refute.compute.weights import BertConfig, LlamaConfig
+from refute.compute.tiny import TINY_LLAMA, random_llama_weights
+from refute.compute.weights import BertConfig
 
 BERT = BertConfig(vocab_size=37, hidden_size=30, num_layers=2, num_heads=3, head_dim=10, intermediate_size=43,
                   max_position_embeddings=16, max_seq_length=16)
-LLAMA = LlamaConfig(vocab_size=41, hidden_size=36, num_layers=2, num_heads=6, num_kv_heads=2, head_dim=6,
-                    intermediate_size=29, rope_dim=6, rope_theta=10000.0, max_position_embeddings=64,
-                    tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+LLAMA = TINY_LLAMA
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
@@ -40,26 +39,6 @@ def random_bert_weights(c: BertConfig, seed: int = 0) -> dict[str, torch.Tensor]
         w[p + "ffn.down.weight"], w[p + "ffn.down.bias"] = r(h, f), r(h)
         for norm in ("attn_norm", "ffn_norm"):
             w[p + f"{norm}.weight"], w[p + f"{norm}.bias"] = 1 + r(h), r(h)
-    return w
-
-
-def random_llama_weights(c: LlamaConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    h, f, d = c.hidden_size, c.intermediate_size, c.head_dim
-
-    def r(*shape, scale=0.3):
-        return torch.randn(*shape, generator=g) * scale
-
-    w = {"embed.tokens": r(c.vocab_size, h, scale=1.0), "final_norm.weight": 1 + r(h)}
-    for i in range(c.num_layers):
-        p = f"layers.{i}."
-        w[p + "attn_norm.weight"], w[p + "ffn_norm.weight"] = 1 + r(h), 1 + r(h)
-        w[p + "attn.q.weight"] = r(c.num_heads * d, h)
-        w[p + "attn.k.weight"] = r(c.num_kv_heads * d, h)
-        w[p + "attn.v.weight"] = r(c.num_kv_heads * d, h)
-        w[p + "attn.o.weight"] = r(h, c.num_heads * d)
-        w[p + "ffn.gate.weight"], w[p + "ffn.up.weight"] = r(f, h), r(f, h)
-        w[p + "ffn.down.weight"] = r(h, f)
     return w
 
 
