@@ -18,6 +18,16 @@ Errors are Python exceptions that say what happened:
 * an endpoint that does not answer within ``timeout`` seconds raises
   :class:`ChainTimeout`, one that refuses connections :class:`ChainUnavailable`.
 
+``Chain(url, retry_for=seconds)`` rides out outages: every JSON-RPC request
+that fails so (no answer, refused or dropped connection) is retried with
+exponential backoff (0.25 s doubling to 5 s, with jitter) until ``retry_for``
+seconds have passed, then the last error is raised; each retry is logged at
+WARNING on the ``refute.chain`` logger. Sending stays safe to retry: a raw
+signed transaction has a fixed hash, and transactions from unlocked accounts
+are sent with an explicit nonce, so a resend whose first copy did reach the
+node (answered "already known" / "nonce too low") is recognised as that copy
+and its receipt awaited, never sent twice.
+
 Transactions are sent from unlocked accounts (the tester's, or a node's) or,
 for keys added with :meth:`Chain.add_key`, signed locally and sent raw.
 Every transaction returns a :class:`Tx` with its gas and fee, so callers can
@@ -27,7 +37,10 @@ account for ETH exactly.
 from __future__ import annotations
 
 import ast
+import logging
+import random
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,7 +50,8 @@ from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import function_abi_to_4byte_selector, keccak, to_checksum_address
-from web3 import Web3
+from hexbytes import HexBytes
+from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 from web3.exceptions import TimeExhausted
 
@@ -47,6 +61,8 @@ from refute.contracts.build import load_artifact
 __all__ = [
     "TESTER_CHAIN_ID",
     "DEFAULT_TIMEOUT",
+    "RETRY_FIRST",
+    "RETRY_CAP",
     "ChainError",
     "ContractError",
     "ChainTimeout",
@@ -62,6 +78,12 @@ __all__ = [
 TESTER_CHAIN_ID: Final = 31337
 #: Seconds a JSON-RPC request may take before :class:`ChainTimeout`.
 DEFAULT_TIMEOUT: Final = 10.0
+#: Seconds before the first retry of a failed request (``retry_for`` > 0); each retry doubles it ...
+RETRY_FIRST: Final = 0.25
+#: ... up to this many seconds.
+RETRY_CAP: Final = 5.0
+
+log = logging.getLogger("refute.chain")
 
 _ERROR_STRING: Final = keccak(text="Error(string)")[:4]
 _PANIC: Final = keccak(text="Panic(uint256)")[:4]
@@ -184,6 +206,96 @@ def claim_tuple(c: Claim) -> tuple[Any, ...]:
     return tuple(v)
 
 
+#: Answers to a resent transaction that mean its first copy may have reached the node.
+_DUPLICATE_RE: Final = re.compile(
+    r"already known|known transaction|already imported|nonce too low|invalid transaction nonce", re.I)
+#: How many blocks back a resent unlocked transaction's first copy is looked for.
+_RESEND_SCAN_BLOCKS: Final = 256
+
+
+class _RetryingHTTPProvider(HTTPProvider):
+    """An HTTPProvider that retries requests the endpoint did not answer (timeouts,
+    refused or dropped connections) with exponential backoff for ``retry_for`` seconds,
+    and recognises a resent transaction's first copy."""
+
+    def __init__(self, url: str, *, retry_for: float, timeout: float):
+        super().__init__(url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+        self.retry_for = retry_for
+
+    def make_request(self, method: Any, params: Any) -> Any:
+        import requests
+
+        deadline = time.monotonic() + self.retry_for
+        delay = RETRY_FIRST
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = super().make_request(method, params)
+            except (requests.Timeout, requests.ConnectionError) as e:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                pause = min(delay * random.uniform(0.75, 1.25), RETRY_CAP, left)
+                log.warning("%s: %s failed (%s); retry %d in %.2f s (%.1f s of retry_for left)",
+                            self.endpoint_uri, method, type(e).__name__, attempt, pause, left)
+                time.sleep(pause)
+                delay = min(2 * delay, RETRY_CAP)
+                continue
+            if attempt > 1 and isinstance(response, dict) and "error" in response:
+                return self._resent(method, params, response)
+            return response
+
+    def _resent(self, method: Any, params: Any, response: dict[str, Any]) -> dict[str, Any]:
+        """A resend after a lost answer was refused as a duplicate: if the first copy is
+        on the node, answer its hash as the first copy's answer would have."""
+        err = response["error"]
+        message = err.get("message", "") if isinstance(err, dict) else str(err)
+        if not isinstance(message, str) or not _DUPLICATE_RE.search(message):
+            return response
+        h: str | None = None
+        try:
+            if method == "eth_sendRawTransaction":
+                h = "0x" + keccak(HexBytes(params[0])).hex()
+                found = self.make_request("eth_getTransactionByHash", [h]).get("result")
+                h = h if found else None
+            elif method == "eth_sendTransaction":
+                h = self._find_sent(params[0])
+        except Exception as e:  # the lookup failed: keep the node's answer
+            log.warning("%s: could not look up the first copy of a resent %s: %s", self.endpoint_uri, method, e)
+            return response
+        if h is None:
+            return response
+        log.warning("%s: %s: the first copy (%s) reached the node; not sending it again",
+                    self.endpoint_uri, method, h)
+        return {"jsonrpc": "2.0", "id": response.get("id"), "result": h}
+
+    def _find_sent(self, tx: Any) -> str | None:
+        """The hash of a mined transaction with ``tx``'s sender and nonce, if its
+        recipient, value and data are ``tx``'s too."""
+        if not isinstance(tx, dict) or tx.get("nonce") is None or not tx.get("from"):
+            return None
+
+        def num(v: Any) -> int:
+            return int(v, 16) if isinstance(v, str) else int(v or 0)
+
+        def data(v: Any) -> bytes:
+            return bytes(HexBytes(v or b""))
+
+        sender, nonce = str(tx["from"]).lower(), num(tx["nonce"])
+        to = str(tx.get("to") or "").lower()
+        latest = num(self.make_request("eth_blockNumber", []).get("result"))
+        for n in range(latest, max(-1, latest - _RESEND_SCAN_BLOCKS), -1):
+            block = self.make_request("eth_getBlockByNumber", [hex(n), True]).get("result") or {}
+            for t in block.get("transactions") or []:
+                if not isinstance(t, dict) or str(t.get("from", "")).lower() != sender or num(t.get("nonce")) != nonce:
+                    continue
+                same = (str(t.get("to") or "").lower() == to and num(t.get("value")) == num(tx.get("value"))
+                        and data(t.get("input")) == data(tx.get("data", tx.get("input"))))
+                return t.get("hash") if same else None
+        return None
+
+
 class Chain:
     """A connection to an EVM chain.
 
@@ -191,6 +303,8 @@ class Chain:
     ``chain_id`` (default :data:`TESTER_CHAIN_ID`); ``Chain(url)`` connects to a
     JSON-RPC endpoint, each request bounded by ``timeout`` seconds.
     ``keys`` are private keys whose transactions are signed locally.
+    ``retry_for`` > 0 (endpoints only): requests that time out or cannot connect are
+    retried with exponential backoff for that many seconds (see the module's text).
     """
 
     def __init__(
@@ -200,17 +314,23 @@ class Chain:
         timeout: float = DEFAULT_TIMEOUT,
         chain_id: int | None = None,
         keys: Sequence[Any] = (),
+        retry_for: float = 0.0,
     ):
+        if retry_for < 0:
+            raise ValueError("retry_for is a number of seconds, at least 0")
         self.url = url
         self.timeout = timeout
+        self.retry_for = float(retry_for)
+        #: retries are on: an endpoint with retry_for > 0
+        self._retrying = url is not None and retry_for > 0
         self._keys: dict[str, LocalAccount] = {}
         self._errors: dict[bytes, dict[str, Any]] = {}
         self.tester: Any = None
         if url is None:
             self.w3 = self._start_tester(TESTER_CHAIN_ID if chain_id is None else chain_id)
+        elif self._retrying:
+            self.w3 = Web3(_RetryingHTTPProvider(url, retry_for=self.retry_for, timeout=timeout))
         else:
-            from web3 import HTTPProvider
-
             provider = HTTPProvider(url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
             self.w3 = Web3(provider)
         with self._rpc():
@@ -317,13 +437,16 @@ class Chain:
                 tx = fn.build_transaction(params)
                 signed = self._keys[frm].sign_transaction(tx)
                 return self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            if self._retrying:  # an explicit nonce makes a resend recognisable (see _RetryingHTTPProvider)
+                params["nonce"] = self.w3.eth.get_transaction_count(frm, "pending")
             return fn.transact(params)
 
         return self._mined(self._guard(submit), frm, value)
 
     def _mined(self, h: bytes, frm: str, value: int) -> Tx:
         with self._rpc():
-            receipt = self.w3.eth.wait_for_transaction_receipt(h, timeout=self.timeout)
+            wait = max(self.timeout, self.retry_for) if self._retrying else self.timeout
+            receipt = self.w3.eth.wait_for_transaction_receipt(h, timeout=wait)
             block = self.w3.eth.get_block(receipt["blockNumber"])
         if receipt["status"] != 1:  # mined but reverted (gas estimate passed, state moved): replay it
             call = {"from": frm, "value": value, "to": receipt.get("to"), "data": self.w3.eth.get_transaction(h)["input"]}
@@ -351,6 +474,8 @@ class Chain:
                 tx["maxFeePerGas"] = 2 * self.w3.eth.get_block("latest")["baseFeePerGas"] + 10**9
                 tx["maxPriorityFeePerGas"] = 10**9
                 return self.w3.eth.send_raw_transaction(self._keys[frm].sign_transaction(tx).raw_transaction)
+            if self._retrying:
+                tx["nonce"] = self.w3.eth.get_transaction_count(frm, "pending")
             return self.w3.eth.send_transaction(tx)
 
         return self._mined(self._guard(submit), frm, 0)
@@ -375,7 +500,9 @@ class Chain:
     def advance_time(self, seconds: int) -> int:
         """Mine a block ``seconds`` after the latest one, or later if the chain's clock is
         already past that (tester: time travel; JSON-RPC: ``evm_increaseTime`` +
-        ``evm_mine``, as anvil and hardhat answer); the new block's timestamp."""
+        ``evm_mine``, as anvil and hardhat answer); the new block's timestamp. With
+        ``retry_for`` > 0 a resent ``evm_increaseTime`` whose first answer was lost may
+        move the clock further still."""
         if seconds < 1:
             raise ValueError("advance_time needs at least one second")
         target = self.timestamp() + seconds
