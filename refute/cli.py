@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     from refute.benchmark.cli import add_parser as add_bench_parser
 
     add_bench_parser(sub)
+    __import__("refute.contracts.rpcserver", fromlist=["add_parser"]).add_parser(sub)  # refute chain
     return parser
 
 
