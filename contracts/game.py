@@ -24,7 +24,9 @@ follow it.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +40,7 @@ from refute.contracts.build import ARTIFACT_DIR, load_artifact
 from refute.contracts.client import Chain, ChainError, ContractError, Deployment, Tx, _addr, claim_tuple
 
 __all__ = ["State", "GameParams", "GameSystem", "Defendant", "Challenger", "GameResult", "play", "openings_for",
-           "DEFENDANT_STATES", "FINAL_STATES"]
+           "DEFENDANT_STATES", "FINAL_STATES", "take_turn", "CannotMove"]
 
 
 class State(enum.IntEnum):
@@ -143,6 +145,27 @@ class GameSystem:
         dep.set_game_factory(frm, games.address)
         chain.send(games.functions.activate(), frm)
         return cls(dep, games, ref, params)
+
+    @classmethod
+    def attach(cls, chain: Chain, info: dict[str, Any]) -> GameSystem:
+        """The system described by ``info`` (:meth:`describe`'s dict) on ``chain``."""
+        try:
+            if int(info["chain_id"]) != chain.chain_id:
+                raise ChainError(f"the deployment is on chain {info['chain_id']}, this endpoint is {chain.chain_id}")
+            dep = chain.attach(info["stake_manager"], info["registry"])
+            games = chain.contract("DisputeGames", info["games"])
+            referee = chain.contract("Referee", info["referee"]) if info.get("referee") else None
+            params = GameParams(**{k: int(v) for k, v in info["params"].items()})
+        except (KeyError, TypeError, ValueError) as e:
+            raise ChainError(f"malformed deployment description: {type(e).__name__}: {e}") from None
+        return cls(dep, games, referee, params)
+
+    def describe(self) -> dict[str, Any]:
+        """Addresses and parameters, as JSON-able values (the deployment file)."""
+        return {"chain_id": self.chain.chain_id, "stake_manager": self.dep.stake_manager.address,
+                "registry": self.dep.registry.address, "games": self.games.address,
+                "referee": self.referee.address if self.referee is not None else None,
+                "params": dataclasses.asdict(self.params)}
 
     @property
     def address(self) -> str:
@@ -480,6 +503,38 @@ def play(sys: GameSystem, gid: int, defendant: Defendant, challenger: Challenger
     if res:
         reason = res[-1]["reason"]
     return GameResult(g["state"], record, element, moves, fees, reason, failures)
+
+
+def take_turn(sys: GameSystem, gid: int, player: Defendant | Challenger) -> str:
+    """One look at game ``gid`` by ``player`` (each party in its own process calls
+    this in a loop): move if it is its turn, claim the win if the other party's
+    clock has run out, else wait. Returns ``"final"``, ``"moved STATE"``,
+    ``"timeout"``, ``"waiting"`` or ``"stuck STATE: why"`` (no valid move: the
+    player's clock runs; the contract will let the other side win on time).
+
+    The clock left is read at the latest block, which on a quiet chain can be
+    old: the wall time since that block is taken off before deciding that the
+    other party's clock has run out (a premature ``timeout`` reverts harmlessly)."""
+    g = sys.game(gid)
+    st = g["state"]
+    if st in FINAL_STATES:
+        return "final"
+    mine = (st in DEFENDANT_STATES) == isinstance(player, Defendant)
+    if mine:
+        try:
+            player.move(sys, gid, g)
+            return f"moved {st.name}"
+        except (ContractError, CannotMove) as e:
+            return f"stuck {st.name}: {e}"
+    _, _, left = sys.turn(gid)
+    lag = max(0.0, time.time() - sys.chain.timestamp())
+    if left - lag <= 0:
+        try:
+            sys.timeout(player.account, gid)
+            return "timeout"
+        except ContractError:
+            return "waiting"
+    return "waiting"
 
 
 def _found(sys: GameSystem, gid: int) -> bool:

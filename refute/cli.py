@@ -13,9 +13,14 @@ from refute import __version__
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from refute.demo import run_numeric_core_demo
+    if args.numeric_core:
+        from refute.numeric_demo import run_numeric_core_demo
 
-    return run_numeric_core_demo(seed=args.seed)
+        return run_numeric_core_demo(seed=args.seed if args.seed is not None else 0)
+    from refute.demo import DemoOptions, run_demo
+
+    return run_demo(DemoOptions(rpc_url=args.rpc_url, model=args.model, rounds=args.rounds, cheat=args.cheat,
+                                seed=args.seed, json=args.json, workdir=args.workdir))
 
 
 def _cmd_ptx(args: argparse.Namespace) -> int:
@@ -40,12 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="run the numeric core on every CPU backend and compare output digests",
-        description="Run refute's numeric core (math library, exact GEMM, exact reductions, bf16 "
-        "conversion) on the reference backend and on Triton (the interpreter on a CPU), "
-        "and print each output's digest side by side.",
+        help="the whole loop: a chain, 3 provers (one dishonest), a verifier node, a dispute, a slashing",
+        description="Start an embedded chain (or use --rpc-url), deploy the contracts, start three prover "
+        "nodes (one lying in a catalogue way picked at random) and a verifier node as separate processes "
+        "over hivemind on 127.0.0.1, run rounds of generation, and show the checks, the dispute game move "
+        "by move, the one-step decision, the slashing and the balances. With --numeric-core: the numeric "
+        "core on every CPU backend, digests side by side.",
     )
-    demo.add_argument("--seed", type=int, default=0, help="seed for the demo's inputs (default 0)")
+    from refute.verifier.cheats import CATALOGUE
+    from refute.verifier.swarm import MODELS
+
+    demo.add_argument("--rpc-url", help="use this JSON-RPC chain (anvil, hardhat) instead of the embedded one")
+    demo.add_argument("--model", choices=MODELS, default="smollm2", help="the swarm's model (default smollm2)")
+    demo.add_argument("--rounds", type=int, default=2, help="rounds of claims per prover (default 2)")
+    demo.add_argument("--cheat", choices=sorted(CATALOGUE), help="the dishonest prover's lie (default: random)")
+    demo.add_argument("--seed", type=int, help="seed for the random choices (default: random)")
+    demo.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    demo.add_argument("--workdir", help="keep logs, keys and the node's database here (default: a temp dir)")
+    demo.add_argument("--numeric-core", action="store_true",
+                      help="instead: run the numeric core on every CPU backend and compare digests")
     demo.set_defaults(func=_cmd_demo)
 
     ptx = sub.add_parser(
@@ -65,7 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     from refute.benchmark.cli import add_parser as add_bench_parser
 
     add_bench_parser(sub)
-    __import__("refute.contracts.rpcserver", fromlist=["add_parser"]).add_parser(sub)  # refute chain
+    from refute.swarm_cli import add_deploy_parser, add_node_parser
+
+    add_node_parser(sub)
+    add_deploy_parser(sub)
+    from refute.contracts.rpcserver import add_parser as add_chain_parser
+
+    add_chain_parser(sub)
     return parser
 
 

@@ -41,6 +41,9 @@ def _model(task_name: str, backend: str):
 
 
 def cmd_prove(args: argparse.Namespace) -> int:
+    if args.serve:
+        print("refute prove: --serve runs a prover node; it takes no MODEL", file=sys.stderr)
+        return EXIT_MALFORMED
     from refute.run import prompt_ids
     from refute.verifier.prover import Prover
     from refute.verifier.tasks import EmbedTask, GenerateTask
@@ -98,12 +101,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_VALID if verdict.valid else EXIT_REFUTED
 
 
+def _need_model(parser: argparse.ArgumentParser) -> int:
+    parser.print_usage(sys.stderr)
+    print("refute prove: choose a MODEL (smollm2 or minilm), or --serve", file=sys.stderr)
+    return EXIT_MALFORMED
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     from refute.run import add_generation_args
 
-    prove = sub.add_parser("prove", help="run a task and write a signed, traced claim bundle",
-                           description="Run a packaged model, trace every operator, sign an EIP-712 claim, write the bundle.")
-    models = prove.add_subparsers(dest="model", metavar="MODEL", required=True)
+    from refute.swarm_cli import add_serve_arguments, cmd_serve
+
+    prove = sub.add_parser("prove", help="run a task and write a signed, traced claim bundle (or, with --serve, "
+                           "run a prover node)",
+                           description="Run a packaged model, trace every operator, sign an EIP-712 claim, write "
+                           "the bundle. With --serve: a prover node that posts claim rounds, serves its data "
+                           "over the swarm and defends its claims on chain.")
+    add_serve_arguments(prove)
+    prove.set_defaults(func=lambda a: cmd_serve(a) if a.serve else _need_model(prove))
+    models = prove.add_subparsers(dest="model", metavar="MODEL")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", required=True, help="where to write the bundle (JSON)")
     common.add_argument("--backend", choices=("reference", "triton"), default="reference")

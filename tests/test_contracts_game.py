@@ -41,7 +41,7 @@ from refute.contracts.game import (
     trace_tree_root,
 )
 from refute.verifier import cheats
-from refute.verifier.dispute import _open_self, dispute
+from refute.verifier.dispute import dispute, open_own
 from refute.verifier.prover import Prover
 from refute.verifier.tasks import GenerateTask
 from refute.verifier.verify import Verifier
@@ -100,7 +100,7 @@ class Case:
 
     def own(self, i):
         if i not in self._own:
-            self._own[i] = _open_self(self._verifier, self.bundle, i)
+            self._own[i] = open_own(self._verifier, self.bundle, i)
         return self._own[i]
 
     def served(self, i):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -41,6 +41,7 @@ __all__ = [
     "ForgedTrace",
     "MismatchedServing",
     "flip_low_bit",
+    "make_cheater",
 ]
 
 Tamper = Callable[[int, str, Mapping[str, torch.Tensor], dict[str, Any], torch.Tensor], torch.Tensor]
@@ -212,14 +213,27 @@ class CopiedOutput(_Dishonest):
 
 
 class WrongSeed(_Dishonest):
-    """Samples with ``actual_seed`` and claims the requested seed."""
+    """Samples with ``actual_seed`` and claims the requested seed. With
+    ``actual_seed=None`` it samples with the first seed after the requested one
+    whose tokens differ (so the lie always changes the output; greedy or
+    near-certain tasks, where no seed changes anything, run honestly)."""
 
-    def __init__(self, honest_model: Any, private_key: Any, actual_seed: int, **kw: Any):
+    #: Seeds tried after the requested one when ``actual_seed`` is None.
+    SEARCH: ClassVar[int] = 32
+
+    def __init__(self, honest_model: Any, private_key: Any, actual_seed: int | None = None, **kw: Any):
         self.actual_seed = actual_seed
         super().__init__(honest_model, private_key, honest_model, **kw)
 
     def compute(self, task: Task, seed: int) -> Any:
-        return super().compute(task, self.actual_seed)
+        if self.actual_seed is not None:
+            return super().compute(task, self.actual_seed)
+        want = super().compute(task, seed)
+        for other in range(seed + 1, seed + 1 + self.SEARCH):
+            got = super().compute(task, other)
+            if got != want:
+                return got
+        return want
 
 
 class ForgedTrace(_Dishonest):
@@ -290,3 +304,30 @@ CATALOGUE: dict[str, type[Prover]] = {
     "forged_trace": ForgedTrace,
     "mismatched_serving": MismatchedServing,
 }
+
+
+def make_cheater(name: str, honest_model: Any, private_key: Any, *, other: Task, **kw: Any) -> Prover:
+    """Catalogue entry ``name`` for any task of ``honest_model`` (a Llama decoder of
+    at least two layers), with parameters that fit every such model: the tamper
+    records (10, 12, 14) lie inside layer 0's attention and MLP blocks, the
+    flipped weight is ``layers.0.attn.k.weight``, the skipped layer is layer 1.
+    ``other`` is the task whose output :class:`CopiedOutput` hands in. ``kw`` goes
+    to the prover (``chain_id``)."""
+    m, k = honest_model, private_key
+    builders: dict[str, Callable[[], Prover]] = {
+        "flipped_weight_bit": lambda: FlippedWeightBit(m, k, "layers.0.attn.k.weight", 3, 20, **kw),
+        "different_model": lambda: DifferentModel(m, k, **kw),
+        "skipped_layer": lambda: SkippedLayer(m, k, 1, **kw),
+        "perturbed_activation": lambda: PerturbedActivation(m, k, 10, 7, **kw),
+        "low_precision_op": lambda: LowPrecisionOp(m, k, 12, **kw),
+        "native_torch_kernels": lambda: NativeTorchKernels(m, k, **kw),
+        "copied_output": lambda: CopiedOutput(m, k, other, **kw),
+        "wrong_seed": lambda: WrongSeed(m, k, None, **kw),
+        "forged_trace": lambda: ForgedTrace(m, k, 14, 3, **kw),
+        "mismatched_serving": lambda: MismatchedServing(m, k, 14, 3, **kw),
+    }
+    if set(builders) != set(CATALOGUE):
+        raise AssertionError("make_cheater and CATALOGUE disagree")
+    if name not in builders:
+        raise ValueError(f"unknown cheat {name!r}; the catalogue: {', '.join(CATALOGUE)}")
+    return builders[name]()

@@ -50,7 +50,7 @@ from refute.compute.merkle import (
     verify_range,
 )
 from refute.kernels import sampling
-from refute.compute.program import ProgramError, check_against_template, verify_template
+from refute.compute.program import Program, ProgramError, check_against_template, verify_template
 from refute.compute.trace import (
     NODE_PREFIX,
     RecordProof,
@@ -66,7 +66,7 @@ from refute.verifier.prover import Bundle, Opened, capture_records, traced_forwa
 from refute.verifier.tasks import GenerateTask, Task, TaskError, generation_valid
 
 __all__ = ["OneStepProof", "OneStepResult", "Dispute", "bisect_records", "bisect_tensor", "element_inputs",
-           "dispute", "check_one_step", "compute_one_step"]
+           "dispute", "check_one_step", "compute_one_step", "template_one_step", "open_own"]
 
 
 # --------------------------------------------------------------------------- one-step
@@ -467,20 +467,29 @@ def dispute(bundle: Bundle, defendant: Any, verifier: Any) -> Dispute:
             return Dispute("serving", None, None, 0, None, None, f"{e} revealed a node that does not match its root")
     what = diff_records(trace[d], mine[d])
     if what != ["output"]:
-        proof = OneStepProof("template", record=trace[d], record_proof=trace.prove_record(d), identity=program.identity,
-                             program_tree_root=program.templates.root, template=program.template(d),
-                             template_proof=program.prove_template(d), **base)
+        proof = template_one_step(bundle, program, d)
         return Dispute("template", d, None, rounds, proof, check_one_step(proof), ", ".join(what))
     served = _open(defendant, bundle, [d])
     if isinstance(served, Dispute):
         served.record, served.rounds = d, rounds
         return served
-    ours = _open_self(verifier, bundle, d)
+    ours = open_own(verifier, bundle, d)
     d_tree, c_tree = TensorTree.from_tensor(served[d].output), TensorTree.from_tensor(ours.output)
     element, more = bisect_tensor(d_tree, c_tree)
     rounds += more
     proof = compute_one_step(bundle, d, 0 if element is None else element, served[d].output, ours)
     return Dispute("compute", d, element, rounds, proof, check_one_step(proof))
+
+
+def template_one_step(bundle: Bundle, program: Program, index: int) -> OneStepProof:
+    """The template one-step of record ``index`` of ``bundle``'s trace against
+    ``program`` (the honest model's): the record, its inclusion under the trace
+    root, and the program's template for that position with its proof."""
+    trace = bundle.trace
+    return OneStepProof("template", record=trace[index], record_proof=trace.prove_record(index),
+                        identity=program.identity, program_tree_root=program.templates.root,
+                        template=program.template(index), template_proof=program.prove_template(index),
+                        claim=bundle.claim, task=bundle.task, tokens=bundle.tokens)
 
 
 def compute_one_step(bundle: Bundle, index: int, element: int, defendant_output: torch.Tensor,
@@ -517,6 +526,7 @@ def _open(defendant: Any, bundle: Bundle, indices: Sequence[int]) -> dict[int, O
     return got
 
 
-def _open_self(verifier: Any, bundle: Bundle, index: int) -> Opened:
+def open_own(verifier: Any, bundle: Bundle, index: int) -> Opened:
+    """Record ``index``'s tensors as the verifier computes them itself from the bundle's task."""
     model = verifier.model(bundle)
     return capture_records(model.ex, lambda: traced_forward(model, bundle.task, bundle.tokens), [index])[index]

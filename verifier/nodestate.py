@@ -457,6 +457,18 @@ class NodeState:
                 (key, text),
             )
 
+    def set_many(self, values: Mapping[str, Any]) -> None:
+        """Store several keys in one transaction (they change together or not at all)."""
+        texts = {}
+        for key, value in values.items():
+            _text(key, "key")
+            texts[key] = _json(value, f"value for key {key!r}")
+        with self._tx() as conn:
+            conn.executemany(
+                "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                list(texts.items()),
+            )
+
     # -- withdrawals --------------------------------------------------------
 
     def record_withdrawal(self, tx_hash: bytes, amount: int, source: str) -> bool:

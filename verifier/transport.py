@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
@@ -33,7 +34,7 @@ from refute.compute.claims import ClaimError, SignedClaim, verify_signed_claim
 from refute.compute.merkle import DTYPES
 from refute.verifier.prover import Bundle, BundleError, Opened
 
-__all__ = ["ClaimBoard", "SwarmPeer", "RemoteProver", "TransportError", "encode_opened", "decode_opened",
+__all__ = ["ClaimBoard", "SwarmPeer", "RemoteProver", "BackgroundLoop", "TransportError", "encode_opened", "decode_opened",
            "claims_key", "MAX_FRAME_BYTES"]
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,24 @@ def decode_opened(data: bytes) -> dict[int, Opened]:
 
 
 Handler = Callable[[bytes], Awaitable[bytes]]
+
+
+class BackgroundLoop:
+    """An asyncio loop on a daemon thread: hivemind's P2P is async, the nodes'
+    main loops are plain threads that hand it coroutines."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="refute-p2p", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Awaitable[Any], timeout: float | None = 120.0) -> Any:
+        """Run ``coro`` on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
 
 
 async def _read_frame(reader: asyncio.StreamReader, limit: int) -> bytes:
