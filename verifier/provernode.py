@@ -107,6 +107,9 @@ class ProverNode:
         log.info("prover %s%s serving as %s", self.account,
                  f" (cheat: {self.settings.cheat})" if self.settings.cheat else "", self.env.peer.peer_id)
 
+    def close(self) -> None:
+        self.env.close()
+
     def run(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
         while not stop.is_set():

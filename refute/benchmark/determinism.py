@@ -49,7 +49,7 @@ def _gen(seed: int) -> torch.Generator:
 
 
 def _wide(n: int, seed: int) -> torch.Tensor:
-    from refute.demo import SPECIAL_VALUES
+    from refute.numeric_demo import SPECIAL_VALUES
 
     g = _gen(seed)
     scale = 2.0 ** torch.randint(-30, 30, (n - len(SPECIAL_VALUES),), generator=g).float()

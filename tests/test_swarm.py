@@ -1,0 +1,267 @@
+"""The swarm end to end on loopback: prover and verifier nodes on the tiny Llama
+over a real hivemind DHT, a real JSON-RPC chain (py-evm behind ``refute
+chain``'s server) and the real contracts, with the faults of issue 6: a
+verifier killed mid-game and restarted, a dishonest prover killed mid-game,
+the chain's RPC silent for 30 s, garbage on the DHT and over P2P, two
+verifiers on one claim, and peers churning during a round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from swarm_harness import ETH, PARAMS, Swarm, address, key, wait_for
+
+from refute.compute.claims import SignedClaim
+from refute.verifier.nodestate import NodeState
+from refute.verifier.swarm import PeerDirectory, peers_key
+from refute.verifier.transport import ClaimBoard, claims_key
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def swarm(tmp_path):
+    s = Swarm(tmp_path)
+    yield s
+    s.close()
+
+
+def _stake(swarm, name):
+    return swarm.system.dep.stake_of(address(name))
+
+
+def _metrics(node) -> str:
+    with urllib.request.urlopen(node.metrics_server.url + "/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def _health(node) -> dict:
+    try:
+        with urllib.request.urlopen(node.metrics_server.url + "/health", timeout=10) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return json.loads(e.read())
+
+
+def _value(metrics: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in metrics.splitlines()
+               if line.startswith(f"refute_{name}") and not line.startswith("#"))
+
+
+# --------------------------------------------------------------------------- the happy path, two verifiers, garbage
+
+
+def test_two_verifiers_one_game_garbage_and_churn(swarm):
+    """An honest and a dishonest prover, two verifiers. Exactly one game, one slash;
+    garbage on the DHT and over P2P is dropped and counted; an honest peer that
+    leaves mid-round is never refuted; both nodes stay healthy."""
+    from hivemind.utils import get_dht_time
+
+    v1 = swarm.verifier("v1")
+    v2 = swarm.verifier("v2")
+    swarm.prover("honest", 0)
+    swarm.prover("bad", 1, cheat="perturbed_activation")
+
+    # garbage on the DHT under the claims key of round 1 and under the peers key
+
+    exp = get_dht_time() + 600
+    swarm.dht.store(claims_key(swarm.chain.chain_id, 1), subkey="0x" + "ab" * 32, value=b"\x00" * 484, expiration_time=exp)
+    swarm.dht.store(claims_key(swarm.chain.chain_id, 1), subkey="junk", value=b"not a claim", expiration_time=exp)
+    swarm.dht.store(peers_key(swarm.chain.chain_id), subkey=address("nobody"), value=os.urandom(120), expiration_time=exp)
+
+    # a churning honest peer: posts its round, then leaves before anyone can fetch its bundle
+    churn = swarm.prover("churn", 2)
+    wait_for(lambda: churn.rounds_done == 1, 60, "the churning prover's round")
+    swarm.stop(churn)
+
+    def settled():
+        rows = [NodeState(v.config.state_path) for v in (v1, v2)]
+        try:
+            return all(st.counts()["claims_seen"] >= 3 and not st.claims("seen") and not st.claims("refuted")
+                       and not st.open_games() for st in rows)
+        finally:
+            for st in rows:
+                st.close()
+
+    wait_for(settled, 240, "both verifiers to settle every claim")
+    assert _stake(swarm, "bad") == 3 * ETH - PARAMS.slash_amount  # slashed exactly once
+    assert _stake(swarm, "honest") == 3 * ETH and _stake(swarm, "churn") == 3 * ETH
+    games = swarm.system.games.events.GameOpened().get_logs(from_block=0)
+    assert len(games) == 1, games
+    winner = games[0]["args"]["challenger"]
+    assert winner in (v1.account, v2.account)
+    for v in (v1, v2):
+        st = NodeState(v.config.state_path)
+        try:
+            by_prover = {c.prover: c.status for c in st.claims()}
+            assert by_prover[address("honest")] == "valid"
+            assert by_prover[address("churn")] in ("valid", "unavailable")  # never refuted
+            assert by_prover[address("bad")] == "settled"
+            won = [g for g in st.games() if g.outcome == "won"]
+            assert len(won) == (1 if v.account == winner else 0)
+        finally:
+            st.close()
+    # rewards are sane: the winner got its bond back plus the loser's bond and half the slash
+    w = v1 if v1.account == winner else v2
+    assert w.state.withdrawn_total() == 2 * PARAMS.min_bond + PARAMS.slash_amount * PARAMS.winner_share_bps // 10_000
+    # the garbage was dropped and counted, and the nodes are healthy
+    assert v1.board.counters["malformed"] >= 2 and v2.board.counters["malformed"] >= 2
+    directory = PeerDirectory(swarm.dht, swarm.chain.chain_id)
+    assert directory.lookup(address("nobody")) is None
+    assert directory.counters["malformed"] + directory.counters["bad_signature"] == 1
+    assert _health(v1)["ok"] and _health(v2)["ok"]
+    m = _metrics(w)
+    assert _value(m, "games_won_total") == 1 and _value(m, "claims_refuted_total") == 1
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(payload=st.binary(max_size=2048), handler=st.sampled_from(["refute.bundle", "refute.open"]))
+def _garbage_rpc(loop_peer, target, payload, handler):
+    from refute.verifier.transport import TransportError
+
+    loop, peer = loop_peer
+    try:
+        loop.run(peer.request(target, handler, payload, timeout=10))
+    except TransportError:
+        pass  # refused or malformed: what a garbage request gets
+
+
+def test_garbage_p2p_requests_and_dht_records_never_stop_a_prover(swarm):
+    """Hypothesis-generated request payloads at a prover's handlers and random DHT
+    records: all refused, the prover keeps serving its real bundle."""
+    from refute.verifier.transport import BackgroundLoop, SwarmPeer, fetch_bundle
+
+    prover = swarm.prover("p", 0)
+    wait_for(lambda: prover.rounds_done == 1, 60, "the round")
+    loop = BackgroundLoop()
+    try:
+        client = loop.run(SwarmPeer.create(swarm.dht))
+        _garbage_rpc((loop, client), prover.env.peer.peer_id)
+
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(value=st.binary(max_size=600), subkey=st.text(max_size=70))
+        def garbage_dht(value, subkey):
+            from hivemind.utils import get_dht_time
+
+            swarm.dht.store(claims_key(swarm.chain.chain_id, 1), subkey=subkey or "-", value=value,
+                            expiration_time=get_dht_time() + 600)
+            got = ClaimBoard(swarm.dht, swarm.chain.chain_id).fetch(1)
+            assert [s.claim.prover for s in got] == [bytes.fromhex(address("p")[2:])]
+
+        garbage_dht()
+        bundle = next(iter(prover.bundles.values()))
+        got = loop.run(fetch_bundle(client, prover.env.peer.peer_id, bundle.claim.hash()))
+        assert got.signed.to_bytes() == bundle.signed.to_bytes()
+        assert PeerDirectory(swarm.dht, swarm.chain.chain_id).lookup(address("p")) == prover.env.peer.peer_id
+        assert isinstance(SignedClaim.from_bytes(bundle.signed.to_bytes()), SignedClaim)
+    finally:
+        loop.run(client.p2p.shutdown())
+        loop.close()
+
+
+# --------------------------------------------------------------------------- the chain goes silent
+
+
+def test_chain_rpc_silent_for_30_s_loses_nothing(swarm):
+    """The RPC stops answering for 30 s while a game is under way (a template game:
+    the prover claims a flipped weight): the nodes retry with backoff, the game
+    ends with the cheater slashed, and the verifier reports the outage in /health."""
+    v = swarm.verifier("v")
+    swarm.prover("bad", 0, cheat="flipped_weight_bit")
+    wait_for(lambda: v.state.open_games(), 120, "the game to open")
+    swarm.server.pause()
+    try:
+        time.sleep(28)
+        # the node is alive (its endpoint answers) and blocked retrying its chain request
+        assert _health(v)["last_tick_s_ago"] > 20
+        time.sleep(2)
+    finally:
+        swarm.server.resume()
+    wait_for(lambda: v.state.games() and all(g.outcome for g in v.state.games()), 240, "the game to end")
+    assert [g.outcome for g in v.state.games()] == ["won"]
+    assert _stake(swarm, "bad") == 3 * ETH - PARAMS.slash_amount
+    wait_for(lambda: _health(v)["ok"], 30, "health to recover")
+
+
+# --------------------------------------------------------------------------- processes killed mid-game
+
+
+def _moves(db) -> int:
+    st = NodeState(db)
+    try:
+        return sum(g.moves for g in st.games())
+    finally:
+        st.close()
+
+
+def _outcomes(db) -> list:
+    st = NodeState(db)
+    try:
+        return [g.outcome for g in st.games()]
+    finally:
+        st.close()
+
+
+def test_verifier_killed_mid_game_resumes_and_wins(swarm, tmp_path):
+    db = tmp_path / "node.sqlite"
+    swarm.fund("v")
+    node = ["node"]
+    args = ["--model", "tiny", "--state", str(db), "--metrics-port", "0", "--poll-interval", "0.3"]
+    v = swarm.spawn_process("verifier", node, args, {"REFUTE_KEY": key("v")})
+    swarm.prover("bad", 0, cheat="forged_trace")
+    wait_for(lambda: db.exists() and _moves(db) >= 3, 180, "the verifier's third move")
+    os.killpg(v.pid, signal.SIGKILL)  # the whole process group: node, DHT child and p2p daemon
+    v.wait(30)
+    swarm.spawn_process("verifier-2", node, args, {"REFUTE_KEY": key("v")})
+    wait_for(lambda: _outcomes(db) == ["won"], 240, "the restarted verifier to win")
+    assert _stake(swarm, "bad") == 3 * ETH - PARAMS.slash_amount
+
+
+def test_dishonest_prover_killed_mid_game_loses_on_time(swarm):
+    swarm.fund("bad")
+    p = swarm.spawn_process("prover", ["prove", "--serve"], ["--model", "tiny", "--cheat", "low_precision_op",
+                                                             "--round-interval", "1"],
+                            {"REFUTE_PROVER_KEY": key("bad")})
+    v = swarm.verifier("v")
+    wait_for(lambda: any(g.moves >= 2 for g in v.state.games()), 180, "the game to get going")
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(30)
+    gid = v.state.games()[0].game_id
+    wait_for(lambda: swarm.system.turn(gid)[1] == address("bad"), 60, "the dead prover's turn")
+    _, _, left = swarm.system.turn(gid)
+    swarm.chain.advance_time(left + 1)  # the prover's clock runs out (an hour of chain time, skipped)
+    wait_for(lambda: v.state.game(gid).outcome, 120, "the timeout")
+    assert v.state.game(gid).outcome == "won"
+    assert _stake(swarm, "bad") == 3 * ETH - PARAMS.slash_amount
+    reasons = [e["reason"] for e in swarm.system.events("GameResolved", gid)]
+    assert reasons == ["timeout"]
+
+
+# --------------------------------------------------------------------------- make demo
+
+
+def test_demo_json_reports_the_villain_slashed():
+    """``refute demo --model tiny --json`` with a prover that cannot serve its own
+    commitments (the game ends on its clock, fast-forwarded on the dev chain)."""
+    proc = subprocess.run([sys.executable, "-m", "refute", "demo", "--model", "tiny", "--rounds", "1", "--cheat",
+                           "mismatched_serving", "--json"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is True and summary["cheat"] == "mismatched_serving"
+    roles = {p["name"]: p for p in summary["peers"]}
+    assert sum(p["role"] == "prover" for p in roles.values()) == 3 and roles["verifier"]["role"] == "verifier"
+    for p in summary["peers"]:
+        assert p["slashed"] is (not p["honest"]), p
+        assert int(p["stake_after"]) == int(p["stake_before"]) - (0 if p["honest"] else PARAMS.slash_amount)
+    assert "fast-forwards" in proc.stdout and "RESOLVED, the verifier wins (timeout)" in proc.stdout
