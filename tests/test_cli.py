@@ -1,5 +1,6 @@
 """The ``refute`` command line: version, help, and the numeric-core demo."""
 
+import os
 import subprocess
 import sys
 
@@ -41,3 +42,16 @@ def test_demo_prints_matching_digests_for_both_backends():
         assert fields[-1] == "yes" and fields[-2] == fields[-3], row
     assert "all outputs bit-identical" in proc.stdout
     assert "Warning" not in proc.stderr
+
+
+def test_node_and_prover_reject_bad_configuration_with_one_line():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFUTE_")}
+    bad_rate = subprocess.run([sys.executable, "-m", "refute", "node", "--sampling-rate", "2"], capture_output=True,
+                              text=True, timeout=120, env={**env, "REFUTE_KEY": "0x" + "11" * 32})
+    assert bad_rate.returncode == 2 and "sampling_rate" in bad_rate.stderr and "Traceback" not in bad_rate.stderr
+    no_key = subprocess.run([sys.executable, "-m", "refute", "prove", "--serve"], capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert no_key.returncode == 2 and "REFUTE_PROVER_KEY" in no_key.stderr
+    no_model = subprocess.run([sys.executable, "-m", "refute", "prove"], capture_output=True, text=True, timeout=120,
+                              env=env)
+    assert no_model.returncode == 2 and "choose a MODEL" in no_model.stderr
