@@ -268,3 +268,29 @@ def test_demo_json_reports_the_villain_slashed():
         assert p["slashed"] is (not p["honest"]), p
         assert int(p["stake_after"]) == int(p["stake_before"]) - (0 if p["honest"] else PARAMS.slash_amount)
     assert "fast-forwards" in proc.stdout and "RESOLVED, the verifier wins (timeout)" in proc.stdout
+
+
+def test_demo_on_an_external_chain_with_a_sampling_liar(tmp_path):
+    """``refute chain`` in its own process as the "external" chain, and ``refute demo
+    --rpc-url`` against it; the liar samples with another seed, so the verifier
+    refutes it in one ``openSampling`` call (no game)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    chain = subprocess.Popen([sys.executable, "-m", "refute", "chain", "--port", str(port)], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "listening on" in chain.stdout.readline()
+        proc = subprocess.run([sys.executable, "-m", "refute", "demo", "--model", "tiny", "--rounds", "1", "--cheat",
+                               "wrong_seed", "--rpc-url", f"http://127.0.0.1:{port}", "--json",
+                               "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    finally:
+        chain.terminate()
+        chain.wait(30)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is True and summary["chain"] == f"http://127.0.0.1:{port}"
+    assert [p["slashed"] for p in summary["peers"]] == [not p["honest"] for p in summary["peers"]]
+    assert "sampling refutation" in proc.stdout and "opened game" not in proc.stdout
