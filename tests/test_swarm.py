@@ -63,13 +63,14 @@ def _value(metrics: str, name: str) -> float:
 
 
 def test_two_verifiers_one_game_garbage_and_churn(swarm):
-    """An honest and a dishonest prover, two verifiers. Exactly one game, one slash;
+    """An honest and a dishonest prover, two verifiers (one replaying in full, one by
+    spot replay of tensors fetched over P2P). Exactly one game, one slash;
     garbage on the DHT and over P2P is dropped and counted; an honest peer that
     leaves mid-round is never refuted; both nodes stay healthy."""
     from hivemind.utils import get_dht_time
 
     v1 = swarm.verifier("v1")
-    v2 = swarm.verifier("v2")
+    v2 = swarm.verifier("v2", replay_mode="spot", spot_ops=64)  # spot replay over P2P (k >= the 35 records)
     swarm.prover("honest", 0)
     swarm.prover("bad", 1, cheat="perturbed_activation")
 
