@@ -485,6 +485,12 @@ class Chain:
         params = {} if sender is None else {"from": _addr(sender)}
         return self._guard(lambda: fn.call(params))
 
+    def logs(self, event: Any, from_block: int, to_block: int, **argument_filters: Any) -> list[Any]:
+        """Decoded logs of ``event`` (``contract.events.Name``) in ``[from_block, to_block]``,
+        filtered on indexed arguments; transport failures as :class:`ChainError`."""
+        return self._guard(lambda: event().get_logs(from_block=from_block, to_block=to_block,
+                                                    argument_filters=argument_filters or None))
+
     # -- chain state ------------------------------------------------------
 
     def balance(self, address: Address) -> int:

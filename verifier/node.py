@@ -194,7 +194,7 @@ class VerifierNode:
         start = int(self.state.get("scan_block", 0))
         while start <= latest:
             end = min(latest, start + LOG_SPAN - 1)
-            logs = self.env.chain._guard(lambda: reg.events.RootPosted().get_logs(from_block=start, to_block=end))
+            logs = self.env.chain.logs(reg.events.RootPosted, start, end)
             pending = self.state.get("pending_rounds", [])
             for ev in logs:
                 a = ev["args"]

@@ -168,8 +168,7 @@ class ProverNode:
         latest = self.env.chain.w3.eth.block_number
         while self._scan_block <= latest:
             end = min(latest, self._scan_block + LOG_SPAN - 1)
-            logs = self.env.chain._guard(lambda: games.events.GameOpened().get_logs(
-                from_block=self._scan_block, to_block=end, argument_filters={"prover": self.account}))
+            logs = self.env.chain.logs(games.events.GameOpened, self._scan_block, end, prover=self.account)
             for ev in logs:
                 gid, h = ev["args"]["gameId"], bytes(ev["args"]["claimHash"])
                 bundle = self.bundles.get(h)
