@@ -119,9 +119,10 @@ def template_case(kind: str, prompt_len: int, n: int, rng: np.random.Generator) 
     md = keccak256(MODEL_PREFIX + identity + keccak256(PROGRAM_PREFIX + templates.root))
     claim = Claim.create(**{**BASE_CLAIM, "model_digest": md, "input_digest": task.digest(),
                             "output_digest": task.output_digest(tokens), "trace_root": trace.root})
+    sources = tuple((trace[i.source], trace.prove_record(i.source)) for i in rec.inputs if not i.external)
     return OneStepProof("template", claim, rec, trace.prove_record(idx), identity=identity,
                         program_tree_root=templates.root, template=tmpl, template_proof=templates.prove_record(idx),
-                        task=task, tokens=tokens)
+                        task=task, tokens=tokens, sources=sources)
 
 
 def sampling_case(temperature: float, prompt_len: int, n: int, rng: np.random.Generator) -> OneStepProof:

@@ -68,6 +68,7 @@ __all__ = [
     "Tracer",
     "verify_record",
     "first_divergence",
+    "wiring_faults",
     "diff_records",
     "replay_record",
     "default_cache",
@@ -512,9 +513,12 @@ class Trace:
 
     Construction checks the trace is well formed: record ``i`` has index ``i``,
     and every input that names a source record carries that record's output root.
+    ``check_wiring=False`` skips the second rule: a dishonest prover can commit to
+    a trace whose wiring is broken, and a verifier must still hold it (to find the
+    broken edge with :func:`wiring_faults` and dispute it on chain).
     """
 
-    def __init__(self, records: Iterable[TraceRecord]) -> None:
+    def __init__(self, records: Iterable[TraceRecord], *, check_wiring: bool = True) -> None:
         records = tuple(records)
         if not records:
             raise TraceError("a trace has at least one record")
@@ -523,7 +527,7 @@ class Trace:
                 raise TraceError(f"record {i} is a {type(r).__name__}, not a TraceRecord")
             if r.index != i:
                 raise TraceError(f"record {i} carries index {r.index}")
-            for inp in r.inputs:
+            for inp in r.inputs if check_wiring else ():
                 if not inp.external and records[inp.source].output != inp.root:
                     raise TraceError(
                         f"record {i}: input {inp.name} claims record {inp.source}'s output but has another root"
@@ -603,9 +607,10 @@ class Trace:
         )
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Trace:
+    def from_json(cls, text: str | bytes, *, check_wiring: bool = True) -> Trace:
         """Parse :meth:`to_json`'s output; strict: exact keys, typed attributes,
-        lowercase hex, no floats or NaN, and the stated root must be the records' root."""
+        lowercase hex, no floats or NaN, and the stated root must be the records' root
+        (``check_wiring``: as in the constructor)."""
         if isinstance(text, bytes):
             try:
                 text = text.decode("utf-8")
@@ -627,10 +632,17 @@ class Trace:
             raise TraceError(f"unsupported trace version {o['version']!r:.20}")
         if not isinstance(o["records"], list):
             raise TraceError("records must be a list")
-        trace = cls(TraceRecord.from_obj(r) for r in o["records"])
+        trace = cls((TraceRecord.from_obj(r) for r in o["records"]), check_wiring=check_wiring)
         if trace.root != _root(o["root"]):
             raise TraceError("the stated root is not the records' root")
         return trace
+
+
+def wiring_faults(trace: Trace) -> list[tuple[int, str]]:
+    """``(record, input name)`` of every internal input whose root is not its source
+    record's output root (empty for a well-formed trace)."""
+    return [(r.index, i.name) for r in trace for i in r.inputs
+            if not i.external and trace[i.source].output != i.root]
 
 
 # --------------------------------------------------------------------------- comparing traces

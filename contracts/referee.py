@@ -48,7 +48,7 @@ _PARAMS: Final = "(uint32,uint32,uint32,uint32,uint32,int64[],int64[])"
 _OPENING: Final = "(bytes,uint64,uint64,bytes,bytes32[])"
 #: ABI type of ``TemplateOps.Evidence``: identity, templates' trace root, template
 #: encoding, template count, template siblings, generation task params + tokens.
-TEMPLATE_EVIDENCE: Final = f"(bytes32,bytes32,bytes,uint64,bytes32[],{_PARAMS})"
+TEMPLATE_EVIDENCE: Final = f"(bytes32,bytes32,bytes,uint64,bytes32[],{_PARAMS},uint64,(bytes,bytes32[])[])"
 #: ABI type of ``SamplingOps.Evidence``: task params + tokens, last record, record
 #: count, record siblings, token index j, alternative token, openings of
 #: logits[row, tokens[j]] and logits[row, alt].
@@ -112,8 +112,9 @@ def template_evidence(proof: Any) -> bytes:
     if proof.kind != "template":
         raise ValueError(f"not a template one-step: {proof.kind!r}")
     tp = proof.template_proof
+    sources = [(record.encode(), list(p.siblings)) for record, p in proof.sources]
     ev = (proof.identity, proof.program_tree_root, proof.template.encode(), tp.count, list(tp.siblings),
-          _params(proof.task, proof.tokens))
+          _params(proof.task, proof.tokens), proof.record_proof.count, sources)
     return abi_encode([TEMPLATE_EVIDENCE], [ev])
 
 

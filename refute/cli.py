@@ -52,13 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
         "by move, the one-step decision, the slashing and the balances. With --numeric-core: the numeric "
         "core on every CPU backend, digests side by side.",
     )
-    from refute.verifier.cheats import CATALOGUE
+    from refute.verifier.cheats import SWARM_CHEATS
     from refute.verifier.swarm import MODELS
 
     demo.add_argument("--rpc-url", help="use this JSON-RPC chain (anvil, hardhat) instead of the embedded one")
     demo.add_argument("--model", choices=MODELS, default="smollm2", help="the swarm's model (default smollm2)")
     demo.add_argument("--rounds", type=int, default=2, help="rounds of claims per prover (default 2)")
-    demo.add_argument("--cheat", choices=sorted(CATALOGUE), help="the dishonest prover's lie (default: random)")
+    demo.add_argument("--cheat", choices=sorted(SWARM_CHEATS),
+                      help="the dishonest prover's lie (default: a random catalogue entry)")
     demo.add_argument("--seed", type=int, help="seed for the random choices (default: random)")
     demo.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     demo.add_argument("--workdir", help="keep logs, keys and the node's database here (default: a temp dir)")

@@ -156,7 +156,7 @@ class _Demo:
         self.say(f"DHT bootstrap peer {self.initial_peers[0]}")
 
     def peers_up(self, stack: ExitStack) -> None:
-        from refute.verifier.cheats import CATALOGUE
+        from refute.verifier.cheats import SWARM_CHEATS
 
         o = self.opts
         self.peers: list[_Peer] = []
@@ -184,7 +184,7 @@ class _Demo:
             if p.cheat:
                 args += ["--cheat", p.cheat]
             self.spawn(p, args, {"REFUTE_PROVER_KEY": p.key})
-        lie = CATALOGUE[self.cheat].__doc__.strip().splitlines()[0]
+        lie = SWARM_CHEATS[self.cheat].__doc__.strip().splitlines()[0]
         self.say(f"started {o.provers} provers and 1 verifier; {self.peers[self.villain].name} is dishonest: "
                  f"{self.cheat} ({lie})")
 

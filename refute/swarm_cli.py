@@ -144,7 +144,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     """``refute prove --serve`` flags (on the ``prove`` parser itself)."""
-    from refute.verifier.cheats import CATALOGUE
+    from refute.verifier.cheats import SWARM_CHEATS
     from refute.verifier.swarm import MODELS
 
     g = p.add_argument_group("prover node (--serve)")
@@ -161,7 +161,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--new-tokens", type=int, default=4, help="tokens generated per claim (default 4)")
     g.add_argument("--temperature", type=float, default=0.8)
     g.add_argument("--stake", type=int, default=3 * 10**18, help="stake to hold, in wei (default 3 ETH)")
-    g.add_argument("--cheat", choices=sorted(CATALOGUE), help="lie in this catalogue way (the demo's villain)")
+    g.add_argument("--cheat", choices=sorted(SWARM_CHEATS), help="lie in this catalogue way (the demo's villain)")
     g.add_argument("--serve-backend", dest="backend", choices=("reference", "triton"), default="reference")
     g.add_argument("--chain-retry", type=float, default=60.0, help="seconds to retry an unreachable chain")
     g.add_argument("--log-level", default="INFO")

@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from eth_account import Account
 from hypothesis import HealthCheck, settings
@@ -82,6 +84,7 @@ def _cheaters(model):
         "different_model": cheats.DifferentModel(model, PROVER_KEY),
         "native_torch_kernels": cheats.NativeTorchKernels(model, PROVER_KEY),
         "skipped_layer": cheats.SkippedLayer(model, PROVER_KEY, 1),
+        "broken_wiring": cheats.BrokenWiring(model, PROVER_KEY, 12, 1),
     }
 
 
@@ -220,6 +223,29 @@ def test_catalogue_template_game_ends_with_the_cheater_slashed(name, cases):
     res = play(w.sys, gid, d, c)
     assert res.state == State.CHALLENGER_WON, res
     assert res.record == case.where.record
+
+
+@NEEDS_REFEREE
+def test_broken_wiring_game_ends_with_the_cheater_slashed(cases, model):
+    """The template state's wiring check: the defendant's record reads an input that
+    is not its source record's output; the challenger proves the source record under
+    the claim's trace root and wins."""
+    from refute.compute.program import program_of
+    from refute.contracts.referee import template_evidence
+    from refute.verifier.dispute import template_one_step
+
+    case = cases["broken_wiring"]
+    assert case.where.kind == "template" and case.where.result.defendant_wrong
+    program = program_of(model)
+    w = World()
+    signed, _ = w.post(case)
+    bundle = dataclasses.replace(case.bundle, signed=signed)
+    gid, _ = w.open(case)
+    d, c = w.players(case, evidence=lambda claim, index: template_evidence(template_one_step(bundle, program, index)))
+    res = play(w.sys, gid, d, c)
+    assert res.state == State.CHALLENGER_WON and res.reason == "template one-step", res
+    assert res.record == case.where.record == 12
+    assert w.dep.stake_of(PROVER) == 2 * 10**18
 
 
 def test_traces_of_different_lengths_go_to_the_template_decision(cases):

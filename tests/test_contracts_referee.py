@@ -26,7 +26,6 @@ import dataclasses
 import random
 import shutil
 import struct
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -42,7 +41,7 @@ from web3.exceptions import ContractCustomError, ContractLogicError
 
 from refute.compute.executor import OPERATORS, Executor
 from refute.compute.llama import LlamaDecoder
-from refute.compute.merkle import ElementProof, RangeProof, TensorTree, tensor_root
+from refute.compute.merkle import RangeProof, TensorTree, tensor_root
 from refute.compute.trace import Trace, TraceInput, TraceRecord
 from refute.contracts.build import SOURCE_DIR, compile_sources
 from refute.contracts.client import claim_tuple
@@ -421,10 +420,15 @@ def test_catalogue_cheats_are_refuted_on_chain(referee, cheat_cases, model):
     assert decided == {"compute": 4, "template": 4, "sampling": 1}
 
 
-def _template_proof(bundle, program, i: int, **over) -> OneStepProof:
-    base = dict(claim=bundle.claim, record=bundle.trace[i], record_proof=bundle.trace.prove_record(i),
-                identity=program.identity, program_tree_root=program.templates.root, template=program.template(i),
-                template_proof=program.prove_template(i), task=bundle.task, tokens=bundle.tokens)
+def _template_proof(bundle, program, i: int, trace=None, **over) -> OneStepProof:
+    """The template one-step of record ``i`` of ``trace`` (default: the bundle's), its
+    source records proven under that trace; ``over`` replaces fields."""
+    trace = bundle.trace if trace is None else trace
+    sources = tuple((trace[x.source], trace.prove_record(x.source)) for x in trace[i].inputs if not x.external)
+    base = dict(claim=dataclasses.replace(bundle.claim, trace_root=trace.root), record=trace[i],
+                record_proof=trace.prove_record(i), identity=program.identity,
+                program_tree_root=program.templates.root, template=program.template(i),
+                template_proof=program.prove_template(i), task=bundle.task, tokens=bundle.tokens, sources=sources)
     return OneStepProof("template", **{**base, **over})
 
 
@@ -463,10 +467,39 @@ def test_a_record_with_a_wrong_task_input_misfits(referee, bundle, model):
                          x.source) for x in r.inputs]
     recs = list(bundle.trace)
     recs[i] = TraceRecord(r.index, r.kind, r.attrs, inputs, r.output)
-    trace = Trace(recs)
-    claim = dataclasses.replace(bundle.claim, trace_root=trace.root)
-    p = _template_proof(bundle, program, i, claim=claim, record=recs[i], record_proof=trace.prove_record(i))
+    p = _template_proof(bundle, program, i, trace=Trace(recs))
     assert _agree(referee, p) is True
+
+
+def test_broken_wiring_is_caught_by_the_template_one_step(referee, bundle, model):
+    """A record whose internal input is not its source's output (everything else as
+    the program says): True on chain and in Python; evidence with missing, misplaced
+    or unproven source records reverts (and is False in Python)."""
+    program = program_of(model)
+    i = next(r.index for r in bundle.trace if r.kind == "linear" and any(not x.external for x in r.inputs))
+    r = bundle.trace[i]
+    wire = next(x for x in r.inputs if not x.external)
+    recs = list(bundle.trace)
+    recs[i] = TraceRecord(r.index, r.kind, r.attrs,
+                          tuple(TraceInput(x.name, bytes(31) + b"\x01" if x is wire else x.root, x.source)
+                                for x in r.inputs), r.output)
+    broken = Trace(recs, check_wiring=False)
+    p = _template_proof(bundle, program, i, trace=broken)
+    assert check_one_step(p).defendant_wrong and "is not record" in check_one_step(p).reason
+    assert referee.decide(p) is True
+    honest = _template_proof(bundle, program, i)
+    assert referee.decide(honest) is False and not check_one_step(honest).defendant_wrong
+    other = next(x.index for x in bundle.trace if x.index != wire.source)
+    bad = [
+        ("SourceCount", dict(sources=())),
+        ("WrongSource", dict(sources=((broken[other], broken.prove_record(other)),))),
+        ("BadRecordProof", dict(sources=((broken[wire.source], broken.prove_record(other)),))),
+    ]
+    for err, over in bad:
+        q = dataclasses.replace(p, **over)
+        assert not check_one_step(q).defendant_wrong, err
+        with pytest.raises(RefereeError, match=err):
+            referee.decide(q)
 
 
 def _sampling_proof(bundle, logits: torch.Tensor, j: int, tokens=None) -> OneStepProof:

@@ -174,6 +174,17 @@ def test_garbage_p2p_requests_and_dht_records_never_stop_a_prover(swarm):
         loop.close()
 
 
+def test_a_prover_with_broken_wiring_is_disputed_and_slashed(swarm):
+    """A bundle no strict parser accepts (an input that is not its source's output):
+    the node still holds it, refutes it, and wins the template game on the wiring check."""
+    v = swarm.verifier("v")
+    swarm.prover("bad", 0, cheat="broken_wiring")
+    wait_for(lambda: v.state.games() and all(g.outcome for g in v.state.games()), 180, "the game to end")
+    assert [g.outcome for g in v.state.games()] == ["won"]
+    assert [e.detail["one_step"] for e in v.state.events() if e.kind == "dispute"] == ["template"]
+    assert _stake(swarm, "bad") == 3 * ETH - PARAMS.slash_amount
+
+
 # --------------------------------------------------------------------------- the chain goes silent
 
 

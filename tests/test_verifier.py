@@ -19,7 +19,7 @@ from refute.compute.llama import LlamaDecoder
 from refute.compute.merkle import ElementProof, RangeProof, tensor_root
 from refute.compute.program import input_binding, program_of
 from refute.verifier import cheats
-from refute.verifier.dispute import OneStepProof, check_one_step, compute_one_step, dispute
+from refute.verifier.dispute import OneStepProof, check_one_step, compute_one_step, dispute, template_one_step
 from refute.verifier.prover import Bundle, BundleError, Prover
 from refute.verifier.tasks import EmbedTask, GenerateTask, TaskError
 from refute.verifier.verify import Verifier, catch_probability, expected_tokens
@@ -279,10 +279,9 @@ def test_template_one_step_accepts_honest_records(bundle, verifier, model):
     prog = program_of(model)
     assert input_binding("ids") in {i.root for i in prog.template(0).inputs}
     for idx in (0, 1, len(bundle.trace) - 1):
-        p = OneStepProof("template", bundle.claim, bundle.trace[idx], bundle.trace.prove_record(idx),
-                         identity=prog.identity, program_tree_root=prog.templates.root, template=prog.template(idx),
-                         template_proof=prog.prove_template(idx), task=bundle.task, tokens=bundle.tokens)
-        assert not check_one_step(p).defendant_wrong
+        p = template_one_step(bundle, prog, idx)
+        res = check_one_step(p)
+        assert not res.defendant_wrong and "wired to their sources" in res.reason, res
         wrong = OneStepProof(**{**p.__dict__, "template": prog.template((idx + 1) % len(prog))})
         assert not check_one_step(wrong).defendant_wrong
 
@@ -331,6 +330,25 @@ def test_claims_from_the_triton_backend_equal_the_reference_ones(model, verifier
     for a, b in zip(tb, rb):
         assert a.claim == b.claim and a.trace.root == b.trace.root
         assert verifier.full_replay(a).valid
+
+
+def test_broken_wiring_is_refuted_and_its_template_one_step_decides(model, verifier):
+    """A trace whose record reads an input that is not its source's output: strict
+    parsing refuses the bundle, a lenient one holds it, full replay reports the
+    broken edge, and the dispute goes to the template one-step, whose wiring check
+    decides against the prover (the on-chain twin: test_contracts_referee)."""
+    r = next(r for r in Prover(model, KEY).prove(TASK, seed=SEED).trace
+             if r.kind == "linear" and any(not i.external for i in r.inputs))
+    cheat = cheats.BrokenWiring(model, KEY, r.index, element=5)
+    text = cheat.prove(TASK, seed=SEED).to_json()
+    with pytest.raises(BundleError, match="another root"):
+        Bundle.from_json(text)
+    b = Bundle.from_json(text, check_wiring=False)
+    verdict = verifier.full_replay(b)
+    assert [(f.kind, f.record) for f in verdict.findings] == [("wiring", r.index)]
+    d = dispute(b, cheat, verifier)
+    assert (d.kind, d.record, d.element) == ("template", r.index, None)
+    assert d.result.defendant_wrong and "is not record" in d.result.reason
 
 
 # --------------------------------------------------------------------------- real models

@@ -40,8 +40,10 @@ __all__ = [
     "WrongSeed",
     "ForgedTrace",
     "MismatchedServing",
+    "BrokenWiring",
     "flip_low_bit",
     "make_cheater",
+    "SWARM_CHEATS",
 ]
 
 Tamper = Callable[[int, str, Mapping[str, torch.Tensor], dict[str, Any], torch.Tensor], torch.Tensor]
@@ -291,6 +293,37 @@ class MismatchedServing(PerturbedActivation):
             self.executor.tamper = saved
 
 
+class BrokenWiring(_Dishonest):
+    """Record ``record``'s first internal input committed as a tensor one ulp off at
+    ``element`` instead of its source record's output (everything else honest): a
+    trace that breaks the wiring rule. No strict parser accepts it; on chain only the
+    template one-step's wiring check (source record proven under the trace root)
+    catches it. Not one of the issue's ten; the wiring check's fixture."""
+
+    def __init__(self, honest_model: Any, private_key: Any, record: int, element: int = 0, **kw: Any):
+        self.record, self.element = record, element
+        super().__init__(honest_model, private_key, honest_model, **kw)
+
+    def prove(self, task: Task, **kw: Any) -> Bundle:
+        self._task = task
+        return super().prove(task, **kw)
+
+    def compute(self, task: Task, seed: int) -> Any:
+        self._output = out = super().compute(task, seed)
+        return out
+
+    def commit(self, trace: Trace) -> Trace:
+        r = trace[self.record]
+        wire = next(i for i in r.inputs if not i.external)
+        got = capture_records(self.model.ex, lambda: traced_forward(self.model, self._task, self._output),
+                              [wire.source])
+        forged = tensor_root(flip_low_bit(got[wire.source].output, self.element))
+        inputs = tuple(TraceInput(i.name, forged if i is wire else i.root, i.source) for i in r.inputs)
+        records = [TraceRecord(x.index, x.kind, x.attrs, inputs, x.output) if x.index == self.record else x
+                   for x in trace]
+        return Trace(records, check_wiring=False)
+
+
 #: Name -> class, in the order of the issue's list.
 CATALOGUE: dict[str, type[Prover]] = {
     "flipped_weight_bit": FlippedWeightBit,
@@ -304,6 +337,10 @@ CATALOGUE: dict[str, type[Prover]] = {
     "forged_trace": ForgedTrace,
     "mismatched_serving": MismatchedServing,
 }
+
+
+#: What a prover node can be told to do (``--cheat``): the catalogue plus :class:`BrokenWiring`.
+SWARM_CHEATS: dict[str, type[Prover]] = {**CATALOGUE, "broken_wiring": BrokenWiring}
 
 
 def make_cheater(name: str, honest_model: Any, private_key: Any, *, other: Task, **kw: Any) -> Prover:
@@ -325,9 +362,10 @@ def make_cheater(name: str, honest_model: Any, private_key: Any, *, other: Task,
         "wrong_seed": lambda: WrongSeed(m, k, None, **kw),
         "forged_trace": lambda: ForgedTrace(m, k, 14, 3, **kw),
         "mismatched_serving": lambda: MismatchedServing(m, k, 14, 3, **kw),
+        "broken_wiring": lambda: BrokenWiring(m, k, 12, 1, **kw),
     }
-    if set(builders) != set(CATALOGUE):
-        raise AssertionError("make_cheater and CATALOGUE disagree")
+    if set(builders) != set(SWARM_CHEATS):
+        raise AssertionError("make_cheater and SWARM_CHEATS disagree")
     if name not in builders:
-        raise ValueError(f"unknown cheat {name!r}; the catalogue: {', '.join(CATALOGUE)}")
+        raise ValueError(f"unknown cheat {name!r}; choose one of: {', '.join(SWARM_CHEATS)}")
     return builders[name]()

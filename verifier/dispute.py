@@ -80,7 +80,10 @@ class OneStepProof:
     ``output_opening`` and the challenger's ``input_openings``), ``template``
     (``record`` against template ``template`` of the program behind the
     claim's model digest; ``identity`` and ``program_tree_root`` are the
-    digest's preimage; ``task``/``tokens`` give the task inputs' roots) or
+    digest's preimage; ``task``/``tokens`` give the task inputs' roots;
+    ``sources`` are the records that produce ``record``'s internal inputs, in
+    input order, each proven under the claim's trace root, so that an input
+    whose root is not its source's output is caught: the wiring rule) or
     ``sampling`` (token ``element`` of ``tokens`` from ``logits_row`` of the
     trace's last record ``record``)."""
 
@@ -100,6 +103,7 @@ class OneStepProof:
     logits_row: RangeProof | None = None
     vocab_size: int | None = None
     eos_token_id: int | None = None
+    sources: tuple[tuple[TraceRecord, RecordProof], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -323,7 +327,19 @@ def _check_template(p: OneStepProof) -> OneStepResult:
     problems = check_against_template(p.record, p.template, roots)
     if problems:
         return OneStepResult(True, f"record {p.record.index}: " + "; ".join(problems))
-    return OneStepResult(False, f"record {p.record.index} fits the program")
+    internal = [i for i in p.record.inputs if not i.external]
+    if len(p.sources) != len(internal):
+        return OneStepResult(False, f"{len(p.sources)} source records for {len(internal)} internal inputs")
+    for inp, (source, proof) in zip(internal, p.sources):
+        try:
+            if source.index != inp.source:
+                raise TraceError(f"record {source.index} is not input {inp.name}'s source {inp.source}")
+            verify_record(p.claim.trace_root, source, proof)
+        except (TraceError, TypeError, AttributeError) as e:
+            return OneStepResult(False, f"source of {inp.name}: {e}")
+        if source.output != inp.root:
+            return OneStepResult(True, f"record {p.record.index}: input {inp.name} is not record {inp.source}'s output")
+    return OneStepResult(False, f"record {p.record.index} fits the program and its inputs are wired to their sources")
 
 
 def _check_sampling(p: OneStepProof) -> OneStepResult:
@@ -486,10 +502,11 @@ def template_one_step(bundle: Bundle, program: Program, index: int) -> OneStepPr
     ``program`` (the honest model's): the record, its inclusion under the trace
     root, and the program's template for that position with its proof."""
     trace = bundle.trace
+    sources = tuple((trace[i.source], trace.prove_record(i.source)) for i in trace[index].inputs if not i.external)
     return OneStepProof("template", record=trace[index], record_proof=trace.prove_record(index),
                         identity=program.identity, program_tree_root=program.templates.root,
                         template=program.template(index), template_proof=program.prove_template(index),
-                        claim=bundle.claim, task=bundle.task, tokens=bundle.tokens)
+                        claim=bundle.claim, task=bundle.task, tokens=bundle.tokens, sources=sources)
 
 
 def compute_one_step(bundle: Bundle, index: int, element: int, defendant_output: torch.Tensor,

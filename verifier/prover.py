@@ -75,8 +75,10 @@ class Bundle:
         return json.dumps(out, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Bundle:
-        """Parse a bundle strictly; :class:`BundleError` names what is wrong."""
+    def from_json(cls, text: str | bytes, *, check_wiring: bool = True) -> Bundle:
+        """Parse a bundle strictly; :class:`BundleError` names what is wrong.
+        ``check_wiring=False`` accepts a trace with broken wiring (a verifier that
+        means to dispute it; :meth:`Verifier.structure` reports the broken edges)."""
         try:
             o = json.loads(text)
         except (ValueError, UnicodeDecodeError) as e:
@@ -91,7 +93,7 @@ class Bundle:
         try:
             signed = SignedClaim.from_dict(o["claim"])
             task = task_from_obj(o["task"])
-            trace = Trace.from_json(json.dumps(o["trace"]))
+            trace = Trace.from_json(json.dumps(o["trace"]), check_wiring=check_wiring)
         except (ClaimError, TaskError, TraceError) as e:
             raise BundleError(str(e)) from None
         tokens = embeddings = None

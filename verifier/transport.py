@@ -295,9 +295,11 @@ class RemoteProver:
         return decode_opened(fut.result(self.timeout + 5))
 
 
-async def fetch_bundle(peer: SwarmPeer, peer_id: Any, claim_hash: bytes, timeout: float = 30.0) -> Bundle:
+async def fetch_bundle(peer: SwarmPeer, peer_id: Any, claim_hash: bytes, timeout: float = 30.0, *,
+                       check_wiring: bool = True) -> Bundle:
+    """The bundle of ``claim_hash`` from ``peer_id`` (``check_wiring``: see :meth:`Bundle.from_json`)."""
     data = await peer.request(peer_id, "refute.bundle", claim_hash, timeout=timeout, max_response=MAX_FRAME_BYTES)
     try:
-        return Bundle.from_json(data)
+        return Bundle.from_json(data, check_wiring=check_wiring)
     except BundleError as e:
         raise TransportError(f"malformed bundle from {peer_id}: {e}") from None

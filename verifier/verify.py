@@ -35,7 +35,7 @@ from refute.compute.digest import first_difference
 from refute.compute.executor import OPERATORS
 from refute.compute.merkle import tensor_root
 from refute.compute.program import Program, check_against_template
-from refute.compute.trace import Trace, diff_records, first_divergence, record_run
+from refute.compute.trace import Trace, diff_records, first_divergence, record_run, wiring_faults
 from refute.kernels import sampling
 from refute.verifier.prover import Bundle, Opened, model_program, traced_forward
 from refute.verifier.tasks import EMBED, GenerateTask, generation_valid
@@ -137,6 +137,9 @@ class Verifier:
                 out.append(Finding("digest", "the output digest is not the bundle's embeddings"))
             roots = {k: tensor_root(v) for k, v in task.sequence_tensors().items()}
         trace = bundle.trace
+        if trace.root != claim.trace_root:
+            out.append(Finding("digest", "the bundle's trace is not the one the claim's trace root commits to"))
+            return out
         if len(trace) != len(program):
             out.append(Finding("structure", f"the trace has {len(trace)} records, the program {len(program)}",
                                record=min(len(trace), len(program))))
@@ -146,6 +149,10 @@ class Verifier:
                 kind = "binding" if all(p.startswith("input ") for p in problems) else "structure"
                 out.append(Finding(kind, "; ".join(problems), record=record.index))
                 break  # the first departure is where a dispute goes
+        faults = wiring_faults(trace)
+        if faults:
+            r, name = faults[0]
+            out.append(Finding("wiring", f"input {name} does not carry its source record's output root", record=r))
         if task.name == EMBED and len(trace) and trace[len(trace) - 1].output != claim.output_digest:
             out.append(Finding("digest", "the output digest is not the trace's last output", record=len(trace) - 1))
         return out

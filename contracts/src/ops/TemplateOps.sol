@@ -10,7 +10,9 @@ import {GenerateTask} from "./GenerateTask.sol";
 ///         `program.verify_template` (model digest preimage, template record proof over
 ///         the program's templates), template index == record index, the task and tokens
 ///         against the claim's digests, then `program.check_against_template` with the
-///         roots of the task tensors the template binds computed on chain.
+///         roots of the task tensors the template binds computed on chain, then the
+///         wiring rule: each internal input's root is its source record's output root,
+///         the source record proven under the claim's trace root.
 /// @dev Evidence = `abi.encode(Evidence)` (one tuple). `decide` decodes it and calls
 ///      `check` on itself so that the template arrives as calldata (RecordCodec reads
 ///      calldata). Embedding claims (task 2) revert `Unsupported`: their task tensors
@@ -19,7 +21,10 @@ contract TemplateOps {
     /// @notice `identity` and `templatesRoot` (the templates' trace root,
     ///         `program.templates.root`) are the model digest's preimage; `template`
     ///         (canonical encoding) is proven as record `template.index` of
-    ///         `templateCount` with `templateSiblings`; `task` is the task and tokens.
+    ///         `templateCount` with `templateSiblings`; `task` is the task and tokens;
+    ///         `sources` are the records producing the disputed record's internal
+    ///         inputs, in input order, each proven as a record of the claim's trace of
+    ///         `traceCount` records.
     struct Evidence {
         bytes32 identity;
         bytes32 templatesRoot;
@@ -27,6 +32,14 @@ contract TemplateOps {
         uint64 templateCount;
         bytes32[] templateSiblings;
         GenerateTask.Params task;
+        uint64 traceCount;
+        Source[] sources;
+    }
+
+    /// @notice A source record (canonical encoding) and its siblings under the claim's trace root.
+    struct Source {
+        bytes record;
+        bytes32[] siblings;
     }
 
     uint64 private constant EXTERNAL = type(uint64).max;
@@ -37,6 +50,10 @@ contract TemplateOps {
     error ModelDigestMismatch();
     /// @notice The template is not the disputed record's (indices differ).
     error WrongTemplate(uint64 template, uint64 record);
+    /// @notice The evidence gives `given` source records for `needed` internal inputs.
+    error SourceCount(uint256 given, uint256 needed);
+    /// @notice Source record `got` is not input `input`'s source `want`.
+    error WrongSource(uint256 input, uint64 want, uint64 got);
 
     /// @notice Decide `record` (proven by the caller to be in `claim.traceRoot`).
     function decide(Claim calldata claim, bytes calldata record, bytes calldata evidence)
@@ -45,15 +62,19 @@ contract TemplateOps {
         returns (bool defendantWrong)
     {
         if (claim.task != 1) revert Unsupported();
-        return this.check(claim.modelDigest, claim.inputDigest, claim.outputDigest, record, abi.decode(evidence, (Evidence)));
+        Evidence memory ev = abi.decode(evidence, (Evidence));
+        return this.check(claim.modelDigest, claim.inputDigest, claim.outputDigest, claim.traceRoot, record, ev);
     }
 
     /// @notice `decide` once the evidence is decoded (reverts on evidence that does not verify).
-    function check(bytes32 modelDigest, bytes32 inputDigest, bytes32 outputDigest, bytes calldata record, Evidence calldata ev)
-        external
-        pure
-        returns (bool defendantWrong)
-    {
+    function check(
+        bytes32 modelDigest,
+        bytes32 inputDigest,
+        bytes32 outputDigest,
+        bytes32 traceRoot,
+        bytes calldata record,
+        Evidence calldata ev
+    ) external pure returns (bool defendantWrong) {
         bytes32 programRoot = keccak256(abi.encodePacked(bytes1(0x24), ev.templatesRoot));
         if (keccak256(abi.encodePacked(bytes1(0x30), ev.identity, programRoot)) != modelDigest) {
             revert ModelDigestMismatch();
@@ -64,7 +85,33 @@ contract TemplateOps {
         if (t.index != r.index) revert WrongTemplate(t.index, r.index);
         GenerateTask.Params memory p = ev.task;
         GenerateTask.checkDigests(p, inputDigest, outputDigest);
-        return !_fits(r, t, p);
+        if (!_fits(r, t, p)) return true;
+        return !_wired(r, traceRoot, ev.traceCount, ev.sources);
+    }
+
+    /// @dev The wiring rule (`compute.trace.Trace`): every internal input carries the
+    /// output root of the record it names, that record proven under `traceRoot`.
+    function _wired(RecordCodec.Record memory r, bytes32 traceRoot, uint64 count, Source[] calldata sources)
+        private
+        pure
+        returns (bool)
+    {
+        uint256 k = 0;
+        for (uint256 i = 0; i < r.inputs.length; i++) {
+            if (r.inputs[i].source != EXTERNAL) k++;
+        }
+        if (sources.length != k) revert SourceCount(sources.length, k);
+        k = 0;
+        bool ok = true;
+        for (uint256 i = 0; i < r.inputs.length; i++) {
+            if (r.inputs[i].source == EXTERNAL) continue;
+            Source calldata s = sources[k++];
+            RecordCodec.Record memory src = RecordCodec.decode(s.record);
+            if (src.index != r.inputs[i].source) revert WrongSource(i, r.inputs[i].source, src.index);
+            RecordCodec.verifyRecord(traceRoot, keccak256(s.record), src.index, count, s.siblings);
+            if (src.output != r.inputs[i].root) ok = false;
+        }
+        return ok;
     }
 
     /// @dev check_against_template: kind, attributes (by encoding), input names and
