@@ -34,6 +34,8 @@ from eth_account import Account
 from eth_utils import keccak
 from web3.logs import DISCARD
 
+from refute.contracts.client import ChainError
+
 __all__ = ["DemoOptions", "run_demo"]
 
 #: Chess clock per party in the demo's games (seconds of chain time).
@@ -126,7 +128,7 @@ class _Demo:
         from refute.contracts.client import Chain
         from refute.contracts.game import GameParams, GameSystem
         from refute.contracts.rpcserver import ChainServer
-        from refute.verifier.swarm import write_deployment
+        from refute.verifier.swarm import CHAIN_TIMEOUT_S, write_deployment
 
         if self.opts.rpc_url is None:
             server = ChainServer().start()
@@ -136,7 +138,7 @@ class _Demo:
         else:
             self.url = self.opts.rpc_url
             self.say(f"using the chain at {self.url}")
-        self.chain = Chain(self.url, retry_for=30.0)
+        self.chain = Chain(self.url, timeout=CHAIN_TIMEOUT_S, retry_for=60.0)
         self.deployer = self.chain.accounts[0]
         self.treasury = Account.from_key(self.key(999)).address
         self.system = GameSystem.deploy(self.chain, params=GameParams(clock=DEMO_CLOCK_S), deployer=self.deployer,
@@ -369,8 +371,11 @@ class _Demo:
             ok_deadline = False
             while time.monotonic() - self.started < o.deadline_s:
                 self.show_node_events()
-                self.show_chain_events()
-                self.fast_forward_stalled()
+                try:
+                    self.show_chain_events()
+                    self.fast_forward_stalled()
+                except ChainError:
+                    pass  # the chain is busy (a one-step executing): look again on the next poll
                 dead = self.dead()
                 if dead:
                     for p in dead:
@@ -382,7 +387,10 @@ class _Demo:
                     break
                 time.sleep(1.0)
             self.show_node_events()
-            self.show_chain_events()
+            try:
+                self.show_chain_events()
+            except ChainError:
+                pass
             after = self.balances()
             counts = self.node_counts()
             self.stop_all()

@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from refute.verifier.swarm import CHAIN_TIMEOUT_S
+
 #: Chess clock per party of ``refute deploy``'s games: an hour (the contract wants 12 s per possible move).
 DEFAULT_CLOCK_S = 3_600
 
@@ -66,7 +68,7 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     stop = _stop_on_signals()
     try:
-        chain = Chain(config.chain_url, retry_for=config.chain_retry_s)
+        chain = Chain(config.chain_url, timeout=CHAIN_TIMEOUT_S, retry_for=config.chain_retry_s)
         deployment = _deployment(config.deployment, chain)
         env = NodeEnv.connect(chain, deployment, config.initial_peers)
     except (ChainError, ValueError) as e:
@@ -126,7 +128,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                               sampling=DemoSampling(max_new_tokens=args.new_tokens, temperature=args.temperature))
     stop = _stop_on_signals()
     try:
-        chain = Chain(args.chain_url, retry_for=args.chain_retry)
+        chain = Chain(args.chain_url, timeout=CHAIN_TIMEOUT_S, retry_for=args.chain_retry)
         env = NodeEnv.connect(chain, _deployment(args.deployment, chain), tuple(args.initial_peers or ()))
     except (ChainError, ValueError) as e:
         print(f"refute prove --serve: {e}", file=sys.stderr)
@@ -176,7 +178,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from refute.verifier.swarm import write_deployment
 
     try:
-        chain = Chain(args.rpc_url)
+        chain = Chain(args.rpc_url, timeout=CHAIN_TIMEOUT_S)
         params = GameParams(clock=args.clock)
         system = GameSystem.deploy(chain, params=params, challenge_window=args.challenge_window)
     except ChainError as e:

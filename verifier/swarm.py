@@ -42,12 +42,16 @@ from eth_utils import keccak, to_checksum_address
 
 from refute.verifier.tasks import GenerateTask
 
-__all__ = ["MODELS", "load_model", "round_tasks", "other_task", "PeerDirectory", "sample_seed", "is_sampled",
+__all__ = ["MODELS", "CHAIN_TIMEOUT_S", "load_model", "round_tasks", "other_task", "PeerDirectory", "sample_seed", "is_sampled",
            "peers_key", "read_deployment", "write_deployment", "DemoSampling"]
 
 log = logging.getLogger(__name__)
 
 MODELS: Final = ("smollm2", "tiny")
+
+#: Seconds a node waits for one JSON-RPC answer. A dev chain (py-evm) executes a
+#: one-step decision for tens of seconds, and every other request queues behind it.
+CHAIN_TIMEOUT_S: Final = 120.0
 
 #: Prompts a prover node works through, one per claim.
 PROMPTS: Final = (
