@@ -55,8 +55,9 @@ def _health(node) -> dict:
 
 
 def _value(metrics: str, name: str) -> float:
+    """The sum over label sets of metric ``refute_<name>`` in a Prometheus exposition."""
     return sum(float(line.split()[-1]) for line in metrics.splitlines()
-               if line.startswith(f"refute_{name}") and not line.startswith("#"))
+               if not line.startswith("#") and line.split("{")[0].split()[0] == f"refute_{name}")
 
 
 # --------------------------------------------------------------------------- the happy path, two verifiers, garbage
@@ -127,6 +128,8 @@ def test_two_verifiers_one_game_garbage_and_churn(swarm):
     assert _health(v1)["ok"] and _health(v2)["ok"]
     m = _metrics(w)
     assert _value(m, "games_won_total") == 1 and _value(m, "claims_refuted_total") == 1
+    assert _value(m, "claims_seen_total") == 3 and _value(m, "peers") >= 2 and _value(m, "games_open") == 0
+    assert _value(m, "replay_seconds_count") >= 2
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))

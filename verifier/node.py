@@ -112,6 +112,7 @@ class VerifierNode:
         self._games: dict[int, _Game] = {}
         self._fetch_failures: dict[bytes, int] = {}
         self._dispute_failures: dict[bytes, int] = {}
+        self._peers: set[str] = set()  # provers whose peer record resolved when last looked up
         self._last_tick = time.time()
         self._chain_ok = True
         self._lock = threading.Lock()  # one tick at a time (the model's executor is not thread-safe)
@@ -135,7 +136,7 @@ class VerifierNode:
             m.counter(name, text)
         m.counter("errors_total", "failed steps, by step (retried on a later tick)", labels=("step",))
         m.gauge("games_open", "games in progress")
-        m.gauge("peers", "provers whose peer record resolved")
+        m.gauge("peers", "provers whose signed peer record resolved when last looked up")
         m.gauge("chain_ok", "1 when the last chain request succeeded")
         m.histogram("replay_seconds", "time to replay one claim", (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 
@@ -225,7 +226,8 @@ class VerifierNode:
                 continue
             self.state.set(f"round:{r['prover']}:{r['round']}",
                            {"block": r["block"], "claims": [s.to_bytes().hex() for s in claims]})
-            peer = self.directory.lookup(r["prover"])
+            remote = self._remote(r["prover"])
+            peer = remote.peer_id if remote is not None else None
             for s in claims:
                 h = s.claim.hash()
                 if self.state.record_claim(h, r["prover"], r["round"], peer.to_base58() if peer else ""):
@@ -244,6 +246,11 @@ class VerifierNode:
 
     def _remote(self, prover: str) -> RemoteProver | None:
         pid = self.directory.lookup(prover)
+        if pid is None:
+            self._peers.discard(prover)
+        else:
+            self._peers.add(prover)
+        self.metrics.set("peers", len(self._peers))
         return None if pid is None else RemoteProver(self.env.peer, pid, self.env.loop.loop, timeout=60.0)
 
     def _check_claims(self) -> None:
