@@ -81,8 +81,9 @@ def cmd_node(args: argparse.Namespace) -> int:
         raise
     try:
         url = node.serve_metrics()
+        maddrs = " ".join(str(m) for m in env.dht.get_visible_maddrs())
         print(f"refute node: verifier {node.account} on chain {chain.chain_id}; metrics {url}/metrics, "
-              f"health {url}/health; peer {env.peer.peer_id}", flush=True)
+              f"health {url}/health; peer {env.peer.peer_id}; DHT {maddrs}", flush=True)
         node.run(stop)
     finally:
         node.close()
@@ -136,8 +137,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         node = ProverNode(env, load_model(args.serve_model, args.backend), key, settings)
         node.start()
-        print(f"refute prove --serve: prover {node.account} on chain {chain.chain_id}; peer {env.peer.peer_id}",
-              flush=True)
+        maddrs = " ".join(str(m) for m in env.dht.get_visible_maddrs())
+        print(f"refute prove --serve: prover {node.account} on chain {chain.chain_id}; peer {env.peer.peer_id}; "
+              f"DHT {maddrs}", flush=True)
         node.run(stop)
     finally:
         env.close()
