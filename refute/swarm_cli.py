@@ -35,6 +35,12 @@ def _logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _started(line: str, env: Any) -> None:
+    """Print that a node is up, with its peer id and the DHT address others join through."""
+    maddrs = " ".join(str(m) for m in env.dht.get_visible_maddrs())
+    print(f"{line}; peer {env.peer.peer_id}; DHT {maddrs}", flush=True)
+
+
 def _deployment(path: str | None, chain: Any) -> dict[str, Any]:
     """The deployment file's contents; with none on an embedded chain, a fresh deployment."""
     from refute.verifier.swarm import read_deployment
@@ -81,9 +87,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         raise
     try:
         url = node.serve_metrics()
-        maddrs = " ".join(str(m) for m in env.dht.get_visible_maddrs())
-        print(f"refute node: verifier {node.account} on chain {chain.chain_id}; metrics {url}/metrics, "
-              f"health {url}/health; peer {env.peer.peer_id}; DHT {maddrs}", flush=True)
+        _started(f"refute node: verifier {node.account} on chain {chain.chain_id}; metrics {url}/metrics, "
+                 f"health {url}/health", env)
         node.run(stop)
     finally:
         node.close()
@@ -137,9 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         node = ProverNode(env, load_model(args.serve_model, args.backend), key, settings)
         node.start()
-        maddrs = " ".join(str(m) for m in env.dht.get_visible_maddrs())
-        print(f"refute prove --serve: prover {node.account} on chain {chain.chain_id}; peer {env.peer.peer_id}; "
-              f"DHT {maddrs}", flush=True)
+        _started(f"refute prove --serve: prover {node.account} on chain {chain.chain_id}", env)
         node.run(stop)
     finally:
         env.close()

@@ -238,7 +238,20 @@ class WrongSeed(_Dishonest):
         return want
 
 
-class ForgedTrace(_Dishonest):
+class _RewritesTrace(_Dishonest):
+    """Remembers the task and output of the run being claimed, so that
+    :meth:`commit` can rewrite the trace of that run."""
+
+    def prove(self, task: Task, **kw: Any) -> Bundle:
+        self._task = task
+        return super().prove(task, **kw)
+
+    def compute(self, task: Task, seed: int) -> Any:
+        self._output = out = super().compute(task, seed)
+        return out
+
+
+class ForgedTrace(_RewritesTrace):
     """The right output over a forged trace: record ``record``'s committed output
     (and the matching inputs of the records that read it) replaced by a tensor
     one ulp off at ``element``, while the computation went on with the true one."""
@@ -251,14 +264,6 @@ class ForgedTrace(_Dishonest):
     def _forgery(self, task: Task, output: Any) -> torch.Tensor:
         got = capture_records(self.model.ex, lambda: traced_forward(self.model, task, output), [self.record])
         return flip_low_bit(got[self.record].output, self.element)
-
-    def prove(self, task: Task, **kw: Any) -> Bundle:
-        self._task = task
-        return super().prove(task, **kw)
-
-    def compute(self, task: Task, seed: int) -> Any:
-        self._output = out = super().compute(task, seed)
-        return out
 
     def commit(self, trace: Trace) -> Trace:
         forged = self._forgery(self._task, self._output)
@@ -293,7 +298,7 @@ class MismatchedServing(PerturbedActivation):
             self.executor.tamper = saved
 
 
-class BrokenWiring(_Dishonest):
+class BrokenWiring(_RewritesTrace):
     """Record ``record``'s first internal input committed as a tensor one ulp off at
     ``element`` instead of its source record's output (everything else honest): a
     trace that breaks the wiring rule. No strict parser accepts it; on chain only the
@@ -303,14 +308,6 @@ class BrokenWiring(_Dishonest):
     def __init__(self, honest_model: Any, private_key: Any, record: int, element: int = 0, **kw: Any):
         self.record, self.element = record, element
         super().__init__(honest_model, private_key, honest_model, **kw)
-
-    def prove(self, task: Task, **kw: Any) -> Bundle:
-        self._task = task
-        return super().prove(task, **kw)
-
-    def compute(self, task: Task, seed: int) -> Any:
-        self._output = out = super().compute(task, seed)
-        return out
 
     def commit(self, trace: Trace) -> Trace:
         r = trace[self.record]
