@@ -19,11 +19,12 @@ keeps running.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from eth_account import Account
@@ -90,7 +91,6 @@ class _Game:
 
     challenger: Challenger
     last_note: str = ""
-    cache: dict[int, Opened] = field(default_factory=dict)
 
 
 class VerifierNode:
@@ -383,20 +383,16 @@ class VerifierNode:
             row = self.state.claim(game.claim_hash)
             bundle = Bundle.from_json(row.bundle, check_wiring=False)
             program = self.verifier.program(bundle)
-            g = _Game(None)  # type: ignore[arg-type]
-
-            def opened(i: int) -> Opened:
-                if i not in g.cache:
-                    g.cache[i] = open_own(self.verifier, bundle, i)
-                return g.cache[i]
+            # each record's tensors are regenerated once per game (a forward pass each)
+            opened = functools.lru_cache(maxsize=None)(lambda i: open_own(self.verifier, bundle, i))
 
             def evidence(claim: Any, index: int) -> bytes:
                 from refute.contracts.referee import template_evidence
 
                 return template_evidence(template_one_step(bundle, program, index))
 
-            g.challenger = Challenger(self.account, self._own_trace(bundle), opened, bundle.claim, evidence)
-            self._games[game.game_id] = g
+            challenger = Challenger(self.account, self._own_trace(bundle), opened, bundle.claim, evidence)
+            self._games[game.game_id] = _Game(challenger)
         return self._games[game.game_id]
 
     def _play_games(self) -> None:
