@@ -398,15 +398,22 @@ def test_refute_chain_command_serves_until_sigterm():
         first = p.stdout.readline()
         assert first.startswith("refute chain: listening on http://127.0.0.1:"), (first, p.stderr.read())
         assert first.rstrip().endswith("(chain id 1337)")
+        # Keep reading through the same buffered pipe object: communicate() reads the raw file
+        # descriptor, so lines already pulled into p.stdout's buffer would be lost to it.
+        banner = []
+        while not (line := p.stdout.readline()).startswith("dev methods:"):
+            assert line, ("the banner ended early", banner, p.stderr.read())
+            banner.append(line)
         url = first.split("listening on ", 1)[1].split(" ")[0]
         c = Chain(url, chain_id=1337)
         accounts = c.accounts
         tx = c.transfer(accounts[0], accounts[1], 1)
         assert tx.block == 1
+        assert all(any(a in line for line in banner) for a in accounts), (accounts, banner)
         p.send_signal(signal.SIGTERM)
         rest, _ = p.communicate(timeout=20)
         assert p.returncode == 0
-        assert all(a in rest for a in accounts)
+        assert rest.rstrip().endswith("refute chain: stopped"), rest
     finally:
         if p.poll() is None:
             p.kill()

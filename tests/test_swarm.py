@@ -294,10 +294,16 @@ def test_demo_on_an_external_chain_with_a_sampling_liar(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    chain = subprocess.Popen([sys.executable, "-m", "refute", "chain", "--port", str(port)], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    # The chain's output goes to a file, not a pipe nobody drains during the demo (a full pipe would block it).
+    chain_log = tmp_path / "chain.log"
+    with open(chain_log, "w") as out:
+        chain = subprocess.Popen([sys.executable, "-m", "refute", "chain", "--port", str(port)], stdout=out,
+                                 stderr=subprocess.STDOUT, text=True)
     try:
-        assert "listening on" in chain.stdout.readline()
+        deadline = time.monotonic() + 120
+        while "listening on" not in chain_log.read_text():
+            assert chain.poll() is None and time.monotonic() < deadline, chain_log.read_text()
+            time.sleep(0.2)
         proc = subprocess.run([sys.executable, "-m", "refute", "demo", "--model", "tiny", "--rounds", "1", "--cheat",
                                "wrong_seed", "--rpc-url", f"http://127.0.0.1:{port}", "--json",
                                "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=600)
