@@ -1,12 +1,13 @@
 """Model forward time and peak memory: refute's reference backend against
 transformers fp32, measured in the same run on this CPU.
 
-    .venv/bin/python bench/models_cpu.py [--repeats 3] [--threads N]
+    .venv/bin/python bench/models_cpu.py [--repeats 5] [--threads N]
 
 Workloads (issue: models): SmolLM2-135M prefill of 1 x 128 tokens, and
 MiniLM embeddings of 32 corpus sentences. Each side runs once to warm up
 (weights loaded, refute's weight images prepared, transformers' kernels
-initialised), then ``--repeats`` timed runs; the median is reported. Peak
+initialised), then ``--repeats`` timed runs; the fastest is reported (the
+least disturbed by other load on a shared machine, as ``timeit`` advises). Peak
 memory is the process's resident-set growth during the timed runs, measured
 in a fresh subprocess per side so the two do not share allocations.
 """
@@ -17,7 +18,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -34,7 +34,7 @@ def _time(fn, repeats: int) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def _workload(name: str, side: str):
@@ -96,7 +96,7 @@ def measure_one(name: str, side: str, repeats: int, threads: int | None) -> dict
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--one", nargs=2, metavar=("WORKLOAD", "SIDE"), help=argparse.SUPPRESS)
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")

@@ -30,24 +30,20 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import json
 import operator
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from Crypto.Hash import keccak
+
+from refute.ccompile import compile_library
 
 CHUNK_BYTES = 256
 """Bytes of tensor data per leaf (docs/protocol.md explains the choice)."""
@@ -339,32 +335,8 @@ void refute_merkle_levels(const uint8_t *data, uint64_t n_bytes, uint64_t chunk,
 """
 
 
-def _cache_dir() -> Path:
-    if "REFUTE_CACHE_DIR" in os.environ:
-        return Path(os.environ["REFUTE_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "refute"
-
-
 # -O3 -funroll-loops: the 24 rounds unrolled run ~30% faster than -O2 (bench_roots, per-thread CPU time).
-_CFLAGS = ["-O3", "-funroll-loops", "-std=gnu11", "-shared", "-fPIC", "-pthread"]
-
-
-def _compile(source: str) -> Path:
-    compiler = os.environ.get("CC", "cc")
-    key = hashlib.sha256("\0".join([source, compiler, *_CFLAGS, sys.platform]).encode()).hexdigest()[:16]
-    path = _cache_dir() / f"merkle-{key}.so"
-    if not path.exists():
-        if shutil.which(compiler) is None:
-            raise OSError(f"no C compiler ({compiler!r} not found)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            src, lib = Path(tmp) / "merkle.c", Path(tmp) / "merkle.so"
-            src.write_text(source)
-            done = subprocess.run([compiler, *_CFLAGS, "-o", str(lib), str(src)], capture_output=True, text=True)
-            if done.returncode != 0:
-                raise OSError(f"{compiler} failed: {done.stderr.strip()[:2000]}")
-            os.replace(lib, path)  # atomic: concurrent processes may race to the same file
-    return path
+_CFLAGS = ["-O3", "-funroll-loops", "-std=gnu11", "-pthread"]
 
 
 @functools.cache
@@ -373,7 +345,7 @@ def _native() -> ctypes.CDLL | None:
     if os.environ.get("REFUTE_MERKLE_NATIVE", "1") == "0":
         return None
     try:
-        lib = ctypes.CDLL(str(_compile(_c_source())))
+        lib = ctypes.CDLL(str(compile_library("merkle", _c_source(), _CFLAGS)))
         fn = lib.refute_merkle_levels
         u64, ptr = ctypes.c_uint64, ctypes.c_void_p
         fn.argtypes = [ptr, u64, u64, ctypes.c_char_p, ptr, ctypes.c_int]

@@ -59,7 +59,11 @@ def _validate(
     if k > MAX_K:
         raise ValueError(f"gemm: K={k} is too large; the exact integer products are proven for K <= {MAX_K}")
     try:
-        batch_shape = torch.broadcast_shapes(op_a.shape[:-2], op_b.shape[:-2])
+        # torch.broadcast_shapes costs more than a small GEMM: skip it in the usual cases.
+        if op_b.dim() == 2 or op_a.shape[:-2] == op_b.shape[:-2]:
+            batch_shape = op_a.shape[:-2]
+        else:
+            batch_shape = torch.broadcast_shapes(op_a.shape[:-2], op_b.shape[:-2])
     except RuntimeError as err:
         raise ValueError(
             f"gemm: batch dimensions {tuple(op_a.shape[:-2])} and {tuple(op_b.shape[:-2])} do not broadcast"

@@ -236,9 +236,20 @@ class PreparedB:
         return self.images.shape
 
 
+def _native_library():
+    from refute.kernels import native_reference  # imported here: it imports modules that import this one
+
+    return native_reference, native_reference.library()
+
+
 def prepare_b(b: np.ndarray, slices: int) -> PreparedB:
     """Column maxima and images of float32 ``b`` (..., K, N) for ``slices``."""
     b = np.asarray(b, dtype=np.float32)
+    native, lib = _native_library()
+    if lib is not None:
+        # A column of b is a row of b^T; the images come back as a (strided) view of b's layout.
+        maxbits, img_t = native.gemm_row_images(lib, np.swapaxes(b, -1, -2), image_shift(slices), image_limit(slices))
+        return PreparedB(slices, maxbits, np.swapaxes(img_t, -1, -2))
     bmax = max_abs_bits(b, axis=-2)
     return PreparedB(slices, bmax, images(b, bmax, -2, slices))
 
@@ -257,8 +268,16 @@ def gemm_reference(
     if prepared.slices != slices:
         raise ValueError(f"b was prepared for {prepared.slices} slices, not {slices}")
     bmax, bi = prepared.maxbits, prepared.images
-    amax = max_abs_bits(a, axis=-1)  # (..., M)
-    ai = images(a, amax, -1, slices)
+    native, lib = _native_library()
+    if lib is not None:
+        amax, ai = native.gemm_row_images(lib, a, image_shift(slices), image_limit(slices))
+        if slices <= 2 or (slices == 3 and a.shape[-1] <= S3_F64_CHUNK):
+            # The float64 products are the exact integers (as in products_f32); the
+            # rounding, scaling, NaN and bias steps below run fused.
+            return native.gemm_finish(lib, _matmul(ai, bi), amax, bmax, product_shift(slices), bias)
+    else:
+        amax = max_abs_bits(a, axis=-1)  # (..., M)
+        ai = images(a, amax, -1, slices)
     p32 = products_f32(ai, bi, slices)
     e = exponent_of(bits_f32(amax))[..., :, None]
     f = exponent_of(bits_f32(bmax))[..., None, :]

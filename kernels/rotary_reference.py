@@ -17,6 +17,8 @@ different NaN bits for ``inf * 0`` or a NaN operand). Never calls Triton.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from refute.kernels.gemm_reference import canonical_nan
@@ -32,14 +34,25 @@ def inv_freq(head_dim: int, theta: np.float32) -> np.ndarray:
         return exp(-(ratio * log_theta))
 
 
+# A forward pass rotates q and k of every layer at the same positions: the
+# angles' cos and sin are kept for the last few position vectors.
+@functools.lru_cache(maxsize=8)
+def _cos_sin(positions: bytes, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of the angles, float32 (rows, head_dim / 2) each, read-only."""
+    inv = inv_freq(head_dim, np.float32(theta))
+    with np.errstate(all="ignore"):
+        angle = np.frombuffer(positions, dtype=np.int64).astype(np.float32)[:, None] * inv[None, :]
+        c, s = cos(angle), sin(angle)
+    c.flags.writeable = s.flags.writeable = False
+    return c, s
+
+
 def rotary(x: np.ndarray, positions: np.ndarray, head_dim: int, theta: np.float32) -> np.ndarray:
     """Rotate float32 ``x`` (rows, heads, head_dim) by int64 ``positions`` (rows,)."""
     half = head_dim // 2
-    inv = inv_freq(head_dim, theta)
+    c, s = _cos_sin(np.ascontiguousarray(positions, dtype=np.int64).tobytes(), head_dim, float(theta))
+    c, s = c[:, None, :], s[:, None, :]
     with np.errstate(all="ignore"):
-        angle = positions.astype(np.float32)[:, None] * inv[None, :]  # (rows, half)
-        c = cos(angle)[:, None, :]
-        s = sin(angle)[:, None, :]
         x1 = x[..., :half]
         x2 = x[..., half:]
         out = np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).astype(np.float32, copy=False)
