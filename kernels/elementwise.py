@@ -58,7 +58,8 @@ def _binary(name: str, x: object, y: object, backend: str) -> torch.Tensor:
     if x.device != y.device:
         raise ValueError(f"{name}: x and y are on different devices ({x.device} and {y.device})")
     try:
-        shape = torch.broadcast_shapes(x.shape, y.shape)
+        # torch.broadcast_shapes costs more than a small add: skip it for equal shapes.
+        shape = x.shape if y.shape == x.shape else torch.broadcast_shapes(x.shape, y.shape)
     except RuntimeError:
         shape = None
     if shape != x.shape:

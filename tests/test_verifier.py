@@ -1,8 +1,9 @@
 """Prover, verifier, bisection and the one-step, against the cheating catalogue.
 
 Tiny random Llama models carry the broad tests (every catalogue entry, spot
-rates over hundreds of trials, a thousand honest claims); the real SmolLM2 and
-MiniLM run the catalogue end to end in the slow tests.
+rates over hundreds of trials; a thousand honest claims in
+test_honest_claims.py); the real SmolLM2 and MiniLM run the catalogue end to
+end in the slow tests.
 """
 
 import json
@@ -292,44 +293,6 @@ def test_bisection_rounds_are_the_tree_depth(cheat_cases, verifier):
     out_numel = cheat.open(b, [d.record])[d.record].output.numel()
     chunks = -(-out_numel * 4 // 256)
     assert d.rounds == (len(b.trace) - 1).bit_length() + max(chunks - 1, 0).bit_length()
-
-
-# --------------------------------------------------------------------------- many honest claims
-
-
-@pytest.mark.slow
-def test_a_thousand_honest_claims_are_never_refuted(model, verifier, honest):
-    """1,000 claims from batched generation (batch sizes 1-16, prompt lengths
-    1-9, mixed sampling settings), each checked for structure and by spot
-    replay, every tenth by full replay too."""
-    g = random.Random(5)
-    done = bad = 0
-    settings_ = [(0.0, 0, 1.0), (3.0, 0, 1.0), (1.5, 5, 1.0), (2.0, 0, 0.8), (1.0, 3, 0.5)]
-    while done < 1000:
-        t, k, p = g.choice(settings_)
-        size = min(g.randint(1, 16), 1000 - done)
-        tasks = [GenerateTask(tuple(g.randrange(3, LLAMA.vocab_size) for _ in range(g.randint(1, 9))), 3, t, k, p,
-                              g.randrange(2**32)) for _ in range(size)]
-        for b in honest.prove_batch(tasks, seed=g.randrange(2**64), round=done):
-            ok = verifier.spot_replay(b, honest, 2, g).valid
-            if done % 10 == 0:
-                ok = ok and verifier.full_replay(b).valid
-            bad += not ok
-            done += 1
-    assert done == 1000 and bad == 0
-
-
-@pytest.mark.slow
-def test_claims_from_the_triton_backend_equal_the_reference_ones(model, verifier, honest):
-    """A prover on the Triton backend (the interpreter here) makes the very same
-    claims, accepted by a reference verifier (I5)."""
-    triton = Prover(LlamaDecoder(LLAMA, random_llama_weights(LLAMA), Executor("triton")), KEY)
-    tasks = [GenerateTask((5, 9, 11), 2, 3.0, 0, 1.0, 1), GenerateTask((7,), 2, 3.0, 0, 1.0, 2)]
-    tb = triton.prove_batch(tasks, seed=SEED)
-    rb = honest.prove_batch(tasks, seed=SEED)
-    for a, b in zip(tb, rb):
-        assert a.claim == b.claim and a.trace.root == b.trace.root
-        assert verifier.full_replay(a).valid
 
 
 def test_broken_wiring_is_refuted_and_its_template_one_step_decides(model, verifier):
