@@ -19,3 +19,12 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile("refute")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files holding slow tests run first. Under xdist's ``--dist loadfile`` the
+    longest files then start early, instead of one of them finishing the run
+    alone on one worker while the other idles. The sort is stable, so each
+    file's own order is kept."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
