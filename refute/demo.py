@@ -16,9 +16,11 @@ every claim was checked before the deadline; 1 otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -206,7 +208,11 @@ class _Demo:
                 try:
                     p.proc.wait(15)
                 except subprocess.TimeoutExpired:
-                    p.proc.kill()
+                    pass
+                # Whatever is left of its group (a DHT child, a p2p daemon) goes too.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.proc.pid, signal.SIGKILL)
+                p.proc.wait(15)
 
     def balances(self) -> dict[str, tuple[int, int]]:
         dep = self.system.dep

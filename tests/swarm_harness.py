@@ -4,7 +4,9 @@ Llama, either in this process (threads) or as real ``refute`` processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -128,8 +130,10 @@ class Swarm:
             except Exception:  # noqa: BLE001 (teardown goes on)
                 pass
         for p in self.procs:
-            if p.poll() is None:
-                p.kill()
+            # The whole process group: a node's DHT is a forked child with its own
+            # p2p daemon, and both outlive a node killed alone.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
             p.wait(30)
         self.dht.shutdown()
         self.server.stop()
