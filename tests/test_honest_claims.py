@@ -8,28 +8,12 @@ import random
 
 import pytest
 from test_models_tiny import LLAMA, random_llama_weights
-from test_verifier import KEY, SEED
+from test_verifier import KEY, SEED, honest, model, verifier  # noqa: F401 (module fixtures shared with it)
 
 from refute.compute.executor import Executor
 from refute.compute.llama import LlamaDecoder
 from refute.verifier.prover import Prover
 from refute.verifier.tasks import GenerateTask
-from refute.verifier.verify import Verifier
-
-
-@pytest.fixture(scope="module")
-def model():
-    return LlamaDecoder(LLAMA, random_llama_weights(LLAMA), Executor("reference"))
-
-
-@pytest.fixture(scope="module")
-def verifier(model):
-    return Verifier({"smollm2.generate": model})
-
-
-@pytest.fixture(scope="module")
-def honest(model):
-    return Prover(model, KEY)
 
 
 @pytest.mark.slow
