@@ -62,10 +62,16 @@ static inline float abs_f(float x) {{ return from_bits(bits(x) & ABS_MASK); }}
 /* 2**k for k in [-126, 127], from its bits (bits_reference.pow2). */
 static inline float pow2(int32_t k) {{ return from_bits((k + 127) << 23); }}
 static inline int32_t clampi(int32_t k, int32_t lo, int32_t hi) {{ return k < lo ? lo : (k > hi ? hi : k); }}
+/* bits_reference.ldexp's three normal powers of two, whose product is 2**k. */
+static inline void ldexp_factors(int32_t k, float *p1, float *p2, float *p3) {{
+    int32_t k1 = clampi(k, -126, 127), k2 = clampi(k - k1, -126, 127), k3 = clampi(k - k1 - k2, -126, 127);
+    *p1 = pow2(k1); *p2 = pow2(k2); *p3 = pow2(k3);
+}}
 /* bits_reference.ldexp: three multiplications by normal powers of two. */
 static inline float ldexp3(float x, int32_t k) {{
-    int32_t k1 = clampi(k, -126, 127), k2 = clampi(k - k1, -126, 127), k3 = clampi(k - k1 - k2, -126, 127);
-    return ((x * pow2(k1)) * pow2(k2)) * pow2(k3);
+    float p1, p2, p3;
+    ldexp_factors(k, &p1, &p2, &p3);
+    return ((x * p1) * p2) * p3;
 }}
 /* bits_reference.exponent_of on the bits of |x|. */
 static inline int32_t exponent_of_abs(int32_t abs_bits) {{ return ((abs_bits >> 23) & 0xFF) - 127; }}
@@ -97,9 +103,8 @@ static float exact_sum_row(const float *v, int64_t n) {{
         ninf |= b[i] == NEG_INF_BITS;
     }}
     int32_t e = exponent_of_abs(max_abs);
-    int32_t k = FRAC_BITS - 1 - e;
-    int32_t k1 = clampi(k, -126, 127), k2 = clampi(k - k1, -126, 127), k3 = clampi(k - k1 - k2, -126, 127);
-    float p1 = pow2(k1), p2 = pow2(k2), p3 = pow2(k3);
+    float p1, p2, p3;
+    ldexp_factors(FRAC_BITS - 1 - e, &p1, &p2, &p3);
     int64_t s = 0;
     for (int64_t i = 0; i < n; i++) {{
         float x = (b[i] & ABS_MASK) < INF_BITS ? v[i] : 0.0f;
@@ -234,9 +239,8 @@ void refute_gemm_row_images(const float *a, int64_t rows, int64_t k, int32_t shi
         maxbits[r] = mx;
         double *out = img + r * k;
         if (mx >= INF_BITS) {{ for (int64_t i = 0; i < k; i++) out[i] = 0.0; continue; }}
-        int32_t sh = shift - exponent_of_abs(mx);
-        int32_t k1 = clampi(sh, -126, 127), k2 = clampi(sh - k1, -126, 127), k3 = clampi(sh - k1 - k2, -126, 127);
-        float p1 = pow2(k1), p2 = pow2(k2), p3 = pow2(k3);
+        float p1, p2, p3;
+        ldexp_factors(shift - exponent_of_abs(mx), &p1, &p2, &p3);
         for (int64_t i = 0; i < k; i++) {{
             float y = ((a[r * k + i] * p1) * p2) * p3;
             float ay = y < 0.0f ? -y : y;
