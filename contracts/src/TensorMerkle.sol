@@ -101,13 +101,6 @@ library TensorMerkle {
         }
     }
 
-    /// @dev Z[k]: the root of 2^k EMPTY leaves.
-    function _zero(uint256 k) private pure returns (bytes32 z) {
-        for (uint256 i = 0; i < k; i++) {
-            z = _node(z, z);
-        }
-    }
-
     /// @notice Verify `o` against `root` and return the bytes of elements
     ///         `[o.start, o.stop)` (little-endian, row-major) and the parsed header.
     /// @dev The order of siblings is merkle._sibling_positions: per level bottom-up,
@@ -189,31 +182,50 @@ library TensorMerkle {
     }
 
     /// @notice The tensor root of `data` (canonical bytes) under `header`.
-    /// @dev For small tensors (task inputs): every leaf is hashed in memory.
+    /// @dev For small tensors (task inputs): every leaf is hashed in memory. Each leaf
+    /// preimage 0x01 || chunk is assembled in scratch memory with one mcopy (the last
+    /// chunk zero-padded word by word); the levels are folded in place, a missing right
+    /// node at level k being Z[k] (kept up to date level by level: Z[k+1] = node(Z[k], Z[k])).
     function rootOf(bytes memory header, bytes memory data) internal pure returns (bytes32) {
         Header memory h = parseHeader(header);
         if (data.length != h.numel * h.itemsize) revert BadData(h.numel * h.itemsize, data.length);
-        uint256 n = (data.length + CHUNK - 1) / CHUNK;
         bytes32 dataRoot;
-        if (n > 0) {
-            bytes32[] memory level = new bytes32[](n);
-            bytes memory chunk = new bytes(CHUNK);
-            for (uint256 i = 0; i < n; i++) {
-                uint256 len = data.length - i * CHUNK;
-                if (len > CHUNK) len = CHUNK;
-                for (uint256 j = 0; j < CHUNK; j++) {
-                    chunk[j] = j < len ? data[i * CHUNK + j] : bytes1(0);
+        assembly ("memory-safe") {
+            let len := mload(data)
+            let n := shr(8, add(len, 255))
+            if n {
+                // level[i] at lv + 32 i; scratch above it (never allocated).
+                let lv := mload(0x40)
+                let p := add(lv, shl(5, n))
+                let src := add(data, 32)
+                for { let i := 0 } lt(i, n) { i := add(i, 1) } {
+                    let off := shl(8, i)
+                    let m := sub(len, off)
+                    if gt(m, 256) { m := 256 }
+                    mstore8(p, 0x01)
+                    mcopy(add(p, 1), add(src, off), m)
+                    for { let q := add(add(p, 1), m) } lt(q, add(p, 257)) { q := add(q, 32) } { mstore(q, 0) }
+                    mstore(add(lv, shl(5, i)), keccak256(p, 257))
                 }
-                level[i] = keccak256(abi.encodePacked(bytes1(0x01), chunk));
-            }
-            for (uint256 k = 0; n > 1; k++) {
-                uint256 m = (n + 1) / 2;
-                for (uint256 i = 0; i < m; i++) {
-                    level[i] = _node(level[2 * i], 2 * i + 1 < n ? level[2 * i + 1] : _zero(k));
+                let z := 0
+                for {} gt(n, 1) {} {
+                    let m := shr(1, add(n, 1))
+                    mstore8(p, 0x02)
+                    for { let i := 0 } lt(i, m) { i := add(i, 1) } {
+                        let l := add(lv, shl(6, i))
+                        mstore(add(p, 1), mload(l))
+                        switch lt(add(shl(1, i), 1), n)
+                        case 1 { mstore(add(p, 33), mload(add(l, 32))) }
+                        default { mstore(add(p, 33), z) }
+                        mstore(add(lv, shl(5, i)), keccak256(p, 65))
+                    }
+                    mstore(add(p, 1), z)
+                    mstore(add(p, 33), z)
+                    z := keccak256(p, 65)
+                    n := m
                 }
-                n = m;
+                dataRoot := mload(lv)
             }
-            dataRoot = level[0];
         }
         return keccak256(abi.encodePacked(bytes1(0x03), headerDigest(header), dataRoot));
     }

@@ -32,11 +32,27 @@ library GenerateTask {
     /// @notice Little-endian int64 bytes of `v`.
     function i64Bytes(int64[] memory v) internal pure returns (bytes memory b) {
         b = new bytes(v.length * 8);
-        for (uint256 i = 0; i < v.length; i++) {
-            uint64 x = uint64(v[i]);
-            for (uint256 k = 0; k < 8; k++) {
-                b[i * 8 + k] = bytes1(uint8(x >> (8 * k)));
+        _putI64s(b, 0, v, v.length);
+    }
+
+    /// @dev Write the little-endian bytes of v[0..n) into `b` from element `at` on
+    /// (8 bytes each, a byte swap of the low 64 bits done with shifts and masks).
+    /// Each 32-byte store also writes 24 bytes past its element; the elements are
+    /// written in increasing order and the bytes past `b`'s end are cleared after,
+    /// so `b`'s padding stays zero. `b` must be the last allocation.
+    function _putI64s(bytes memory b, uint256 at, int64[] memory v, uint256 n) private pure {
+        assembly ("memory-safe") {
+            let dst := add(add(b, 32), shl(3, at))
+            let src := add(v, 32)
+            for { let end := add(src, shl(5, n)) } lt(src, end) { src := add(src, 32) } {
+                let x := and(mload(src), 0xFFFFFFFFFFFFFFFF)
+                x := or(shl(8, and(x, 0x00FF00FF00FF00FF)), and(shr(8, x), 0x00FF00FF00FF00FF))
+                x := or(shl(16, and(x, 0x0000FFFF0000FFFF)), and(shr(16, x), 0x0000FFFF0000FFFF))
+                x := or(shl(32, and(x, 0xFFFFFFFF)), shr(32, x))
+                mstore(dst, shl(192, x))
+                dst := add(dst, 8)
             }
+            mstore(add(add(b, 32), mload(b)), 0)
         }
     }
 
@@ -72,21 +88,34 @@ library GenerateTask {
         uint256 t = seqLen(p);
         if (which == 1 || which == 2) {
             bytes memory ones = new bytes(t);
-            for (uint256 i = 0; i < t; i++) {
-                ones[i] = 0x01;
+            assembly ("memory-safe") {
+                let q := add(ones, 32)
+                for { let end := add(q, t) } lt(q, end) { q := add(q, 32) } {
+                    mstore(q, 0x0101010101010101010101010101010101010101010101010101010101010101)
+                }
+                mstore(add(add(ones, 32), t), 0)
             }
             return TensorMerkle.rootOf(TensorMerkle.encodeHeader(BOOL, _shape(1, t)), ones);
         }
-        int64[] memory v = new int64[](t);
+        bytes memory b = new bytes(t * 8);
         if (which == 0) {
-            for (uint256 i = 0; i < t; i++) {
-                v[i] = i < p.prompt.length ? p.prompt[i] : p.tokens[i - p.prompt.length];
-            }
+            // prompt || tokens[:t - P] (t >= P: T = P + N - 1, or P when N = 0).
+            uint256 np = p.prompt.length;
+            _putI64s(b, 0, p.prompt, np);
+            _putI64s(b, np, p.tokens, t - np);
         } else if (which == 3) {
-            for (uint256 i = 0; i < t; i++) {
-                v[i] = int64(uint64(i));
+            assembly ("memory-safe") {
+                let dst := add(b, 32)
+                for { let i := 0 } lt(i, t) { i := add(i, 1) } {
+                    // i < 2^32 here (memory): its little-endian int64 is its 4 low bytes swapped, then zeros.
+                    let x := or(shl(8, and(i, 0x00FF00FF)), and(shr(8, i), 0x00FF00FF))
+                    x := or(shl(16, and(x, 0x0000FFFF)), shr(16, x))
+                    mstore(dst, shl(224, x))
+                    dst := add(dst, 8)
+                }
+                mstore(add(add(b, 32), mload(b)), 0)
             }
         } // 4: zeros
-        return TensorMerkle.rootOf(TensorMerkle.encodeHeader(I64, _shape(1, t)), i64Bytes(v));
+        return TensorMerkle.rootOf(TensorMerkle.encodeHeader(I64, _shape(1, t)), b);
     }
 }
