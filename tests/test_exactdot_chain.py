@@ -31,10 +31,19 @@ def reference(x: np.ndarray, w: np.ndarray, slices: int, bias: float | None) -> 
     return int(c.numpy().view(np.uint32)[0, 0])
 
 
+def dot_element_le(f32: Float32Contract, x: np.ndarray, w: np.ndarray, slices: int, bias: float | None = None) -> int:
+    """dotElementLE (the little-endian bytes path ElementOps.linear takes) on the same row and column."""
+    xs, ws, s, has_bias, bias_bits = f32._dot_args(x, w, slices, bias)
+    le = lambda v: np.asarray(v, dtype="<u4").tobytes()  # noqa: E731
+    return int(f32.call("dotElementLE", le(xs), le(ws), s, has_bias, bias_bits))
+
+
 def check(f32: Float32Contract, x: np.ndarray, w: np.ndarray, slices: int, bias: float | None = None) -> None:
     got = f32.dot_element(x, w, slices, bias)
     want = reference(x, w, slices, bias)
     assert got == want, (hex(got), hex(want), slices, x.size)
+    got_le = dot_element_le(f32, x, w, slices, bias)
+    assert got_le == want, (hex(got_le), hex(want), slices, x.size)
 
 
 def row(rng: np.random.Generator, k: int, kind: str) -> np.ndarray:
@@ -93,3 +102,48 @@ def test_special_rows(f32: Float32Contract) -> None:
         f32.dot_element(one, one[:4], 2)
     with pytest.raises(REVERTED):
         f32.dot_element(one, one, 5)
+
+
+def _row_at(rng: np.random.Generator, k: int, e: int, extras: str) -> np.ndarray:
+    """K values whose largest magnitude lies in [2^e, 2^(e+1)) (e >= -126), with
+    subnormals, zeros, -0 and values just below the max mixed in (``extras``)."""
+    v = (rng.uniform(1, 2, k) * np.exp2(e - rng.integers(0, 30, k))).astype(np.float32)
+    if "sub" in extras:
+        sub = (rng.integers(0, 1 << 23, k, dtype=np.uint32)).view(np.float32)
+        v = np.where(rng.random(k) < 0.4, sub, v).astype(np.float32)
+    if "zero" in extras:
+        v[rng.random(k) < 0.2] = 0.0
+    v[int(rng.integers(0, k))] = np.float32(np.ldexp(np.float32(2.0) - np.float32(2.0**-23), e))  # the row max
+    return (v * rng.choice([-1, 1], k).astype(np.float32)).astype(np.float32)
+
+
+@pytest.mark.parametrize("slices", [1, 2, 3, 4])
+def test_le_fast_path_boundary(f32: Float32Contract, slices: int) -> None:
+    """dotElementLE's fast path (row max exponent e >= 7s - 126: every subnormal image is 0)
+    and its fallback, at and around the boundary, with subnormals and zeros in the rows,
+    and every K mod 8 (the last calldata word's masked lanes)."""
+    rng = np.random.default_rng(100 + slices)
+    shift = 7 * slices - 1
+    for d in (-2, -1, 0, 1, 2, 30):
+        for k in (1, 7, 8, 9, 13, 16, 23):
+            ex = max(shift - 125 + d, -126)
+            ew = max(shift - 125 + int(rng.integers(-1, 2)), -126) if d < 30 else int(rng.integers(-20, 20))
+            x = _row_at(rng, k, ex, "sub zero")
+            w = _row_at(rng, k, ew, "sub" if k % 2 else "zero")
+            check(f32, x, w, slices)
+
+
+def test_le_rows_ignore_bytes_past_k(f32: Float32Contract) -> None:
+    """Trailing bytes that do not make a whole element are not read (K = len // 4),
+    even when they would be NaN or inf lanes."""
+    rng = np.random.default_rng(7)
+    for k in (1, 5, 8, 11):
+        x = rng.normal(size=k).astype(np.float32)
+        w = rng.normal(size=k).astype(np.float32)
+        want = reference(x, w, 2, None)
+        got = int(f32.call("dotElementLE", x.tobytes() + b"\xff\xff\xff", w.tobytes() + b"\x00\x80\x7f", 2, False, 0))
+        assert got == want, (hex(got), hex(want), k)
+    with pytest.raises(REVERTED):
+        f32.call("dotElementLE", bytes(8), bytes(12), 2, False, 0)
+    with pytest.raises(REVERTED):
+        f32.call("dotElementLE", bytes(8), bytes(8), 0, False, 0)

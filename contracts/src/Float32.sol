@@ -437,6 +437,16 @@ contract Float32 {
         return ExactDot.dotElementCalldata(xRow, wCol, slices, hasBias, bias);
     }
 
+    /// @notice dotElement on canonical little-endian binary32 bytes (4 per element),
+    ///         the form ElementOps reads its opened slices in (ExactDot.dotElementLE).
+    function dotElementLE(bytes calldata xRow, bytes calldata wCol, uint8 slices, bool hasBias, uint32 bias)
+        external
+        pure
+        returns (uint32)
+    {
+        return ExactDot.dotElementLE(xRow, wCol, slices, hasBias, bias);
+    }
+
     // ------------------------------------------------------------------
     // Batch helpers
     // ------------------------------------------------------------------

@@ -27,9 +27,7 @@ contract ElementOps {
         returns (uint32)
     {
         bool hasBias = bias.length == 4;
-        return ExactDot.dotElement(
-            Row.f32s(x), Row.f32s(weight), slices, hasBias, hasBias ? Row.f32At(bias, 0) : uint32(0)
-        );
+        return ExactDot.dotElementLE(x, weight, slices, hasBias, hasBias ? Row.f32At(bias, 0) : uint32(0));
     }
 
     /// @notice `add` (op 0) or `mul` (op 1) of two binary32 values.
