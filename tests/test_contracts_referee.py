@@ -389,6 +389,35 @@ def test_synthetic_records_of_every_kind(referee, kind):
             assert _agree(referee, _synthetic(kind, attrs, inputs, e)) is False, (kind, trial, e)
 
 
+@pytest.mark.parametrize("kind", ["layer_norm", "rms_norm", "l2_normalize"])
+def test_norm_rows_mixing_fast_and_general_paths(referee, kind):
+    """Rows whose elements leave RowOps' inlined fast paths partway (squares of |x| <
+    2^-63, differences with fields < 25, subnormals, zeros, exact x == mean, huge
+    values whose squares overflow), at widths that are not multiples of 8."""
+    rng = np.random.default_rng(23)
+    rows = [
+        np.array([1.0, 1e-25, -3.0, 0.0, 1e-44, 2.5, -1e-30, 7.0, 1e-20, -0.0, 4.0, 1e-38, 3.0], np.float32),
+        np.full(11, 1.25, np.float32),  # every x - mean = 0
+        np.array([2.0, 2.0, 2.0, 2.0 + 2**-22, 2.0, 2.0, 2.0], np.float32),  # tiny differences
+        np.array([3e19, -2e19, 1.0, 5e18, 1e-3], np.float32),  # squares overflow to inf
+        (rng.normal(size=19) * np.exp2(rng.integers(-70, 40, 19))).astype(np.float32),
+        np.array([1e-20, -3e-20, 2e-21, 5e-20, 1e-22, -4e-21], np.float32),  # below the mul fast path
+    ]
+    for x in rows:
+        n = x.size
+        t = torch.from_numpy(x.reshape(1, 1, n))
+        w = torch.from_numpy(rng.normal(size=n).astype(np.float32))
+        b = torch.from_numpy(rng.normal(size=n).astype(np.float32))
+        if kind == "layer_norm":
+            inputs, attrs = {"x": t, "weight": w, "bias": b}, {"eps": 1e-5}
+        elif kind == "rms_norm":
+            inputs, attrs = {"x": t, "weight": w}, {"eps": 1e-6}
+        else:
+            inputs, attrs = {"x": t.reshape(1, n)}, {"eps": 1e-12}
+        for e in sorted({0, 1, n - 1, int(rng.integers(0, n))}):
+            assert _agree(referee, _synthetic(kind, attrs, inputs, e)) is False, (kind, x, e)
+
+
 def test_attention_with_padding_and_non_causal(referee):
     rng = np.random.default_rng(5)
     q, k, v = (torch.from_numpy(rng.normal(size=s).astype(np.float32)) for s in ((1, 3, 8), (1, 4, 4), (1, 4, 4)))

@@ -140,6 +140,78 @@ def test_arithmetic_hypothesis(f32: Float32Contract, pairs: list[tuple[int, int]
         assert_bits(f32.binary(op, a, b), numpy_binary(op, a, b), a, b)
 
 
+# Fast paths (SoftFloat.add: both fields in [25, 254]; SoftFloat.mul: both fields in
+# [1, 254] with fx + fy >= 128): operands drawn at and across those boundaries, with
+# tie-prone short mantissas, near-equal magnitudes (cancellation at d = 0, 1, 2), the
+# exponent-difference cap (d = 49..52) and overflowing sums and products.
+mantissas = st.one_of(
+    st.integers(0, (1 << 23) - 1),
+    st.integers(0, (1 << 12) - 1).map(lambda m: m << 11),  # short: exact results and ties
+    st.sampled_from([0, 1, 0x400000, 0x7FFFFF, 0x7FFFFE, 0x3FFFFF]),
+)
+
+
+def _f32_bits(sign: int, field: int, mant: int) -> int:
+    return (sign << 31) | (field << 23) | mant
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.sampled_from([0, 1, 2, 23, 24, 25, 26, 27, 60, 127, 200, 253, 254, 255]),
+                          mantissas, st.integers(0, 1),
+                          st.sampled_from([0, 0, 1, 1, 2, 3, 22, 23, 24, 25, 26, 49, 50, 51, 52, 60]), mantissas,
+                          st.sampled_from([0, 1, -1, 2, -2])), min_size=1, max_size=48))
+def test_add_fast_path_boundaries(f32: Float32Contract, rows: list[tuple]) -> None:
+    """add/sub with the larger field fx and the smaller fy = fx - d around 25 and 254,
+    d around 0..2 (cancellation), 24..26 (ties) and 50 (the sticky cap), and the
+    second significand a few ulps from the first (exact or near cancellation)."""
+    a, b = [], []
+    for sx, fx, mx, sy, d, my, near in rows:
+        fy = max(fx - d, 0)
+        if d == 0 and near:
+            my = min(max(mx + near, 0), (1 << 23) - 1)
+        a.append(_f32_bits(sx, fx, mx))
+        b.append(_f32_bits(sy, fy, my))
+    a, b = np.array(a, dtype=np.uint32), np.array(b, dtype=np.uint32)
+    for op in ("add", "sub"):
+        assert_bits(f32.binary(op, a, b), numpy_binary(op, a, b), a, b)
+        assert_bits(f32.binary(op, b, a), numpy_binary(op, b, a), b, a)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 1), st.integers(0, 255), mantissas, st.integers(0, 1),
+                          st.sampled_from([-2, -1, 0, 1, 2, 20, 46, 47, 48, 49, 126, 127, 128, 129, 250, 253, 254, 255, 256]),
+                          mantissas), min_size=1, max_size=48))
+def test_mul_fast_path_boundaries(f32: Float32Contract, rows: list[tuple]) -> None:
+    """mul with fx + fy drawn around 128 (the fast path's edge: below it the result may
+    be subnormal), around 174 - n (where _round's clamp starts), and near overflow."""
+    a, b = [], []
+    for sx, fx, mx, sy, total, my in rows:
+        fy = min(max(total - fx, 0), 255)
+        a.append(_f32_bits(sx, fx, mx))
+        b.append(_f32_bits(sy, fy, my))
+    a, b = np.array(a, dtype=np.uint32), np.array(b, dtype=np.uint32)
+    assert_bits(f32.binary("mul", a, b), numpy_binary("mul", a, b), a, b)
+
+
+def test_fast_path_edges_exhaustive_fields(f32: Float32Contract) -> None:
+    """Every pair of fields in [0, 255] x a few around the fast-path edges, with
+    mantissas 0, 1, max and a tie-prone one: add, sub and mul against numpy."""
+    rng = np.random.default_rng(11)
+    fields = np.arange(256, dtype=np.uint32)
+    edge = np.array([0, 1, 2, 23, 24, 25, 26, 100, 101, 126, 127, 128, 200, 253, 254, 255], dtype=np.uint32)
+    fa, fb = (x.ravel() for x in np.meshgrid(fields, edge))
+    n = fa.size
+    ma = rng.choice(np.array([0, 1, 0x7FFFFF, 0x400000, 0x1800], dtype=np.uint32), n)
+    mb = rng.choice(np.array([0, 1, 0x7FFFFF, 0x400000, 0x1800], dtype=np.uint32), n)
+    sa = rng.integers(0, 2, n, dtype=np.uint32) << np.uint32(31)
+    sb = rng.integers(0, 2, n, dtype=np.uint32) << np.uint32(31)
+    a = (sa | (fa << np.uint32(23)) | ma).astype(np.uint32)
+    b = (sb | (fb << np.uint32(23)) | mb).astype(np.uint32)
+    for op in ("add", "sub", "mul"):
+        assert_bits(f32.binary(op, a, b), numpy_binary(op, a, b), a, b)
+        assert_bits(f32.binary(op, b, a), numpy_binary(op, b, a), b, a)
+
+
 def test_add_rounding_cases(f32: Float32Contract) -> None:
     """Hand-picked: ties to even both ways, carry into the exponent, overflow to inf,
     x - x = +0, -0 + -0 = -0, gradual underflow of a difference."""

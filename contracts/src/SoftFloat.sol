@@ -102,7 +102,93 @@ library SoftFloat {
     // Arithmetic
     // ------------------------------------------------------------------
 
+    /// @dev IEEE a + b. Fast path: both operands normal with exponent fields >= 25
+    /// (then no result needs the subnormal quantum: see _addNormal); else _addAny.
     function add(uint32 a, uint32 b) internal pure returns (uint32) {
+        unchecked {
+            uint256 fx = (uint256(a) >> 23) & 0xFF;
+            uint256 fy = (uint256(b) >> 23) & 0xFF;
+            if (fx - 25 < 230 && fy - 25 < 230) return _addNormal(a, b);
+        }
+        return _addAny(a, b);
+    }
+
+    /// @dev _addAny for finite a, b with exponent fields in [25, 254], without _unpack,
+    /// _msb or _round's subnormal branch. With |x| >= |y| (fields fx >= fy), significands
+    /// sx, sy (hidden bit set) and d = fx - fy capped at 50 as in _addAny, m = sx * 2^d +- sy
+    /// is the exact (or sticky) sum in units of 2^e, e = fx - d - 150. _round would keep
+    /// sh = n - 23 (n = msb(m)): its subnormal clamp -149 - e > sh never fires, since
+    /// -149 - e = 1 - fy <= -24 uncapped (and 51 - fx <= -25 capped), while sh >= -23.
+    /// n is read off d: a same-sign sum lies in [2^(23+d), 2^(25+d)); an opposite-sign
+    /// one with d >= 2 in (2^(22+d), 2^(24+d)); only d < 2 cancellations need _msb.
+    /// The result's field is then e + sh + 150 = fx - d + n - 23 (>= 1 here), put in by
+    /// adding (fx - d + n - 24) << 23 to the 24-bit q whose hidden bit carries the last 1,
+    /// exactly as in _round, including the carry of a rounding up to 2^24 and the
+    /// overflow to inf.
+    function _addNormal(uint32 a, uint32 b) private pure returns (uint32 c) {
+        uint256 x = a;
+        uint256 y = b;
+        assembly {
+            let ax := and(x, 0x7FFFFFFF)
+            let ay := and(y, 0x7FFFFFFF)
+            if gt(ay, ax) {
+                let tmp := x
+                x := y
+                y := tmp
+                tmp := ax
+                ax := ay
+                ay := tmp
+            }
+            let fx := shr(23, ax)
+            let sx := or(and(ax, 0x7FFFFF), 0x800000)
+            let sy := or(and(ay, 0x7FFFFF), 0x800000)
+            let d := sub(fx, shr(23, ay))
+            if gt(d, 50) {
+                d := 50
+                sy := 1
+            }
+            let m
+            let n
+            switch and(xor(x, y), 0x80000000)
+            case 0 {
+                m := add(shl(d, sx), sy)
+                n := add(add(d, 23), iszero(iszero(shr(add(d, 24), m))))
+            }
+            default {
+                m := sub(shl(d, sx), sy)
+                switch lt(d, 2)
+                case 0 { n := add(add(d, 22), iszero(iszero(shr(add(d, 23), m)))) }
+                default {
+                    // d = 0 or 1: m < 2^25 (0 for x + (-x), which gives +0).
+                    n := 0
+                    if m {
+                        n := shl(4, lt(0xffff, m))
+                        n := or(n, shl(3, lt(0xff, shr(n, m))))
+                        n := or(n, shl(2, lt(0xf, shr(n, m))))
+                        n := or(n, shl(1, lt(0x3, shr(n, m))))
+                        n := or(n, lt(0x1, shr(n, m)))
+                    }
+                }
+            }
+            switch m
+            case 0 { c := 0 }
+            default {
+                let q
+                switch gt(n, 23)
+                case 0 { q := shl(sub(23, n), m) }
+                default {
+                    let sh := sub(n, 23)
+                    q := shr(sh, add(add(m, sub(shl(sub(sh, 1), 1), 1)), and(shr(sh, m), 1)))
+                }
+                let bits := add(shl(23, sub(add(sub(fx, d), n), 24)), q)
+                if iszero(lt(bits, 0x7F800000)) { bits := 0x7F800000 }
+                c := or(bits, and(x, 0x80000000))
+            }
+        }
+    }
+
+    /// @dev IEEE a + b for any operands (the general program; add's fallback).
+    function _addAny(uint32 a, uint32 b) private pure returns (uint32) {
         unchecked {
             uint256 x = a;
             uint256 y = b;
@@ -135,7 +221,34 @@ library SoftFloat {
         return add(a, b ^ SIGN);
     }
 
-    function mul(uint32 a, uint32 b) internal pure returns (uint32) {
+    /// @dev IEEE a * b. Fast path: both operands normal with fields fx + fy >= 128;
+    /// then the product of the significands m is in [2^46, 2^48), n = msb(m) = 46 +
+    /// (m >> 47), and _round's subnormal clamp -149 - e > n - 23 (e = fx + fy - 300)
+    /// never fires (it needs fx + fy < 174 - n <= 128): _round's rounding at sh = n - 23
+    /// and its field e + sh + 150, inlined (a carry to 2^24 and overflow to inf included).
+    function mul(uint32 a, uint32 b) internal pure returns (uint32 c) {
+        uint256 x = a;
+        uint256 y = b;
+        unchecked {
+            uint256 fx = (x >> 23) & 0xFF;
+            uint256 fy = (y >> 23) & 0xFF;
+            if (fx - 1 < 254 && fy - 1 < 254 && fx + fy >= 128) {
+                assembly {
+                    let m := mul(or(and(x, 0x7FFFFF), 0x800000), or(and(y, 0x7FFFFF), 0x800000))
+                    let sh := add(23, shr(47, m))
+                    let q := shr(sh, add(add(m, sub(shl(sub(sh, 1), 1), 1)), and(shr(sh, m), 1)))
+                    let bits := add(shl(23, sub(add(add(fx, fy), sh), 151)), q)
+                    if iszero(lt(bits, 0x7F800000)) { bits := 0x7F800000 }
+                    c := or(bits, and(xor(x, y), 0x80000000))
+                }
+                return c;
+            }
+        }
+        return _mulAny(a, b);
+    }
+
+    /// @dev IEEE a * b for any operands (the general program; mul's fallback).
+    function _mulAny(uint32 a, uint32 b) private pure returns (uint32) {
         unchecked {
             uint256 ax = a & ABS;
             uint256 ay = b & ABS;

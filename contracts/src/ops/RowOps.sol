@@ -17,19 +17,12 @@ contract RowOps {
     // norm_reference.POOL_MIN_COUNT = float32(1e-9).
     uint32 private constant POOL_MIN_COUNT = 0x3089705F;
 
-    function _squares(uint32[] memory x) private pure returns (uint32[] memory sq) {
-        sq = new uint32[](x.length);
-        for (uint256 i = 0; i < x.length; i++) {
-            sq[i] = x[i].mul(x[i]);
-        }
-    }
-
     /// @notice rms_norm element `col` of row `x`: (x_c * rsqrt(sum(x*x)/n + eps)) * w_c.
     function rmsNorm(bytes calldata x, bytes calldata weight, uint256 col, uint32 eps) external pure returns (uint32) {
-        uint32[] memory v = Row.f32s(x);
-        uint32 ms = Row.exactSum(_squares(v)).div(SoftFloat.fromInt(int256(v.length)));
+        uint32[] memory sq = Row.squaresLE(x);
+        uint32 ms = Row.exactSum(sq).div(SoftFloat.fromInt(int256(sq.length)));
         uint32 r = MathLib.rsqrt(ms.add(eps));
-        return v[col].mul(r).mul(Row.f32At(weight, col));
+        return Row.f32AtLE(x, col).mul(r).mul(Row.f32At(weight, col));
     }
 
     /// @notice layer_norm element `col`: d = x - mean; ((d_c * rsqrt(sum(d*d)/n + eps)) * w_c) + b_c.
@@ -43,27 +36,24 @@ contract RowOps {
 
     /// @dev layer_norm's d_c * rsqrt(var + eps) (a helper: the stack holds three calldata slices).
     function _normalized(bytes calldata x, uint256 col, uint32 eps) private pure returns (uint32) {
-        uint32[] memory v = Row.f32s(x);
+        uint32[] memory v = Row.f32sCalldata(x);
         uint32 nf = SoftFloat.fromInt(int256(v.length));
         uint32 mu = Row.exactSum(v).div(nf);
-        for (uint256 i = 0; i < v.length; i++) {
-            v[i] = v[i].sub(mu);
-        }
-        uint32 var_ = Row.exactSum(_squares(v)).div(nf);
-        return v[col].mul(MathLib.rsqrt(var_.add(eps)));
+        uint32 var_ = Row.exactSum(Row.diffSquares(v, mu)).div(nf);
+        return v[col].sub(mu).mul(MathLib.rsqrt(var_.add(eps)));
     }
 
     /// @notice l2_normalize element `col`: x_c / max(sqrt(sum(x*x)), eps) (NaN norm stays NaN).
     function l2Normalize(bytes calldata x, uint256 col, uint32 eps) external pure returns (uint32) {
-        uint32[] memory v = Row.f32s(x);
-        uint32 nrm = Row.exactSum(_squares(v)).sqrt();
+        uint32[] memory sq = Row.squaresLE(x);
+        uint32 nrm = Row.exactSum(sq).sqrt();
         uint32 den = nrm.lt(eps) ? eps : nrm;
-        return v[col].div(den);
+        return Row.f32AtLE(x, col).div(den);
     }
 
     /// @notice log_softmax element `col`: (x_c - m) - log(sum(exp(x - m))), m the row max.
     function logSoftmax(bytes calldata x, uint256 col) external pure returns (uint32) {
-        uint32[] memory v = Row.f32s(x);
+        uint32[] memory v = Row.f32sCalldata(x);
         uint32 m = Row.rowMax(v);
         uint32 xc = v[col];
         for (uint256 i = 0; i < v.length; i++) {
