@@ -164,6 +164,46 @@ library ExactDot {
         }
     }
 
+    /// @dev _dot for rows with kScale <= 125 (row max exponent e >= shift - 125), where
+    /// every field-0 element's image is 0 (see _unbiasedLE): each element read with the
+    /// hidden bit, r = rBase - field uncapped (exact for every r >= 1), the clamp as
+    /// gt(i, lim) subtracted, the signed product added to a two's complement accumulator.
+    function _dotFast(uint256 px, uint256 pw, uint256 k, uint256 rx, uint256 rw, uint256 lim)
+        private
+        pure
+        returns (int256 p)
+    {
+        assembly {
+            // rBase of x and w in scratch space (the loop's stack is full).
+            mstore(0x00, rx)
+            mstore(0x20, rw)
+            let acc := 0
+            for { let end := add(px, shl(5, k)) } lt(px, end) {
+                px := add(px, 0x20)
+                pw := add(pw, 0x20)
+            } {
+                let a := mload(px)
+                let b := mload(pw)
+                let ia := sub(mload(0x00), and(shr(23, a), 0xff))
+                {
+                    let t := or(and(shl(32, a), 0x7fffff00000000), 0x80000000000000)
+                    ia := shr(ia, add(add(t, sub(shl(sub(ia, 1), 1), 1)), and(shr(ia, t), 1)))
+                }
+                ia := sub(ia, gt(ia, lim))
+                let ib := sub(mload(0x20), and(shr(23, b), 0xff))
+                {
+                    let t := or(and(shl(32, b), 0x7fffff00000000), 0x80000000000000)
+                    ib := shr(ib, add(add(t, sub(shl(sub(ib, 1), 1), 1)), and(shr(ib, t), 1)))
+                }
+                ib := sub(ib, gt(ib, lim))
+                let s := sar(255, shl(224, xor(a, b)))
+                let pr := mul(ia, ib)
+                acc := add(acc, sub(xor(pr, s), s))
+            }
+            p := acc
+        }
+    }
+
     /// @dev _dot on little-endian calldata rows, for rows where every field-0 element's
     /// image is 0 (see _unbiasedLE): eight elements per word, lanes unrolled. Lane j of
     /// a byte-swapped word is the binary32 at bits 224 - 32j; its image is
@@ -418,6 +458,7 @@ library ExactDot {
         pure
         returns (int256 p)
     {
+        if (kx <= 125 && kw <= 125) return _dotFast(px, pw, k, uint256(182 - kx), uint256(182 - kw), lim);
         uint256 pos;
         uint256 neg;
         assembly {
