@@ -10,6 +10,11 @@ for 63 tokens: 567 chunks, 10 tensor rounds). Records the gas of every move kind
 (one transaction each), of ``timeout`` (a silent defendant) and of the whole game
 (open, 9 record rounds, record reveal, headers, 10 tensor rounds, chunk, and the
 compute one-step when the Referee is present, else a timeout in its place).
+Then a second game over an attention element at SmolLM2's real size (record 300 of
+483 is an attention of 576 queries over 576 keys, a 512 + 64 token context: 9 heads,
+3 kv heads, head_dim 64): the defendant commits one element one ulp off and forges
+its element program's final state to match, so the game plays every phase to the
+program's last step (docs/protocol.md, "Element programs").
 Writes ``bench/results/game_gas.json``.
 """
 
@@ -27,63 +32,110 @@ from refute.compute.executor import OPERATORS
 from refute.compute.merkle import tensor_root
 from refute.compute.trace import Trace, TraceInput, TraceRecord
 from refute.contracts.client import Chain
-from refute.contracts.game import Challenger, Defendant, GameParams, GameSystem, State, play, trace_tree_root
+from refute.contracts.game import Challenger, Defendant, GameParams, GameSystem, play, trace_tree_root
+from refute.verifier import cheats, programs
 from refute.verifier.prover import Opened
 
 OUT = Path(__file__).resolve().parent / "results" / "game_gas.json"
 COUNT, DISPUTED, ELEMENT, SHAPE = 483, 300, 12_345, (1, 63, 576)
+#: The attention game: context length and SmolLM2's attention attributes.
+CONTEXT = 576
+ATTENTION = dict(causal=True, num_heads=9, num_kv_heads=3, scale=0.125, slices=2)
+ATTENTION_ELEMENT = 575 * 576 + 3 * 64 + 17  # last query, head 3, column 17: it sees every key
+#: Every move is sent with this gas limit (no estimate: a move then runs once, not twice).
+GAS_LIMIT = 20_000_000
 KEYS = [i.to_bytes(32, "big") for i in range(1, 5)]
 ADDR = [Account.from_key(k).address for k in KEYS]
 
 
-def _traces() -> tuple[Trace, Trace, Opened, Opened]:
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)
-    honest = OPERATORS["add"](x, y, backend="reference")
+def _traces(kind: str, attrs: dict, inputs: dict[str, torch.Tensor], element: int
+            ) -> tuple[Trace, Trace, Opened, Opened]:
+    """Two traces of COUNT records that differ only in element ``element`` of record
+    DISPUTED's output (``kind`` over ``inputs``): the defendant's one ulp up."""
+    honest = OPERATORS[kind](**inputs, **attrs, backend="reference")
     bad = honest.clone().reshape(-1)
-    bad[ELEMENT] = torch.nextafter(bad[ELEMENT], torch.tensor(float("inf")))
-    bad = bad.reshape(SHAPE)
-    rx, ry = tensor_root(x), tensor_root(y)
+    bad[element] = torch.nextafter(bad[element], torch.tensor(float("inf")))
+    bad = bad.reshape(honest.shape)
+    roots = [TraceInput(n, tensor_root(t)) for n, t in inputs.items()]
 
     def records(out300: bytes) -> Trace:
         recs = []
         for i in range(COUNT):
             if i == DISPUTED:
-                ins, out = (TraceInput("x", rx), TraceInput("y", ry)), out300
+                recs.append(TraceRecord(i, kind, attrs, roots, out300))
             else:
                 ins = (TraceInput("x", bytes([1]) * 32), TraceInput("y", i.to_bytes(32, "big")))
-                out = (i + 7).to_bytes(32, "big")
-            recs.append(TraceRecord(i, "add", (), ins, out))
+                recs.append(TraceRecord(i, "add", (), ins, (i + 7).to_bytes(32, "big")))
         return Trace(recs)
 
-    inputs = {"x": x, "y": y}
     return records(tensor_root(bad)), records(tensor_root(honest)), Opened(inputs, bad), Opened(inputs, honest)
 
 
-def main() -> dict:
-    d_trace, c_trace, d_open, c_open = _traces()
-    chain = Chain()
-    params = GameParams()
-    system = GameSystem.deploy(chain, params=params, deployer=ADDR[0], treasury=ADDR[3])
-    system.dep.stake(ADDR[1], 2 * 10**18)
+def _add_inputs() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {"x": torch.randn(SHAPE, generator=g), "y": torch.randn(SHAPE, generator=g)}
+
+
+def _attention_inputs() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return {"q": 2 * torch.randn(1, CONTEXT, 576, generator=g), "k": torch.randn(1, CONTEXT, 192, generator=g),
+            "v": torch.randn(1, CONTEXT, 192, generator=g), "key_mask": torch.ones(1, CONTEXT, dtype=torch.bool),
+            "q_positions": torch.arange(CONTEXT).reshape(1, -1), "k_positions": torch.arange(CONTEXT).reshape(1, -1)}
+
+
+def _game(system: GameSystem, chain: Chain, round_: int, traces: tuple[Trace, Trace, Opened, Opened],
+          forged_states=None):
+    """Post a claim over the defendant's trace in round ``round_`` and play the game."""
+    d_trace, c_trace, d_open, c_open = traces
     claim = Claim.create(chain_id=chain.chain_id, model_digest=b"\1" * 32, input_digest=b"\2" * 32,
-                         output_digest=b"\3" * 32, trace_root=d_trace.root, seed=0, round=1, step=0,
+                         output_digest=b"\3" * 32, trace_root=d_trace.root, seed=0, round=round_, step=0,
                          task="smollm2.generate", prover=bytes.fromhex(ADDR[1][2:]))
     signed = sign_claim(claim, KEYS[1], registry=system.dep.registry.address)
     cr = ClaimRound([signed])
     system.dep.post_round(ADDR[1], cr)
-
     gid, open_tx = system.open(ADDR[2], signed, len(c_trace), trace_tree_root(c_trace), claim_round=cr)
-    d = Defendant(ADDR[1], d_trace, lambda i: d_open)
+    d = Defendant(ADDR[1], d_trace, lambda i: d_open, program_states=forged_states)
     c = Challenger(ADDR[2], c_trace, lambda i: c_open, claim)
-    res = play(system, gid, d, c)
+    return open_tx, play(system, gid, d, c)
+
+
+def _summary(open_tx, res) -> dict:
     by_kind: dict[str, list[int]] = {}
     for kind, _, gas in res.moves:
         by_kind.setdefault(kind, []).append(gas)
+    return {
+        "final_state": res.state.name,
+        "reason": res.reason,
+        "found": {"record": res.record, "element": res.element},
+        "open": open_tx.gas_used,
+        "moves": {k: {"count": len(v), "max": max(v), "mean": round(sum(v) / len(v))} for k, v in by_kind.items()},
+        "whole_game": open_tx.gas_used + res.gas,
+        "rounds": sum(1 for k, _, _ in res.moves if k in ("RECORD_BISECT_C", "TENSOR_BISECT_C", "PROGRAM_BISECT_C")),
+        "failures": res.failures,
+    }
+
+
+def main() -> dict:
+    chain = Chain(gas_limit=GAS_LIMIT)
+    params = GameParams()
+    system = GameSystem.deploy(chain, params=params, deployer=ADDR[0], treasury=ADDR[3])
+    system.dep.stake(ADDR[1], 3 * 10**18)
+    add_traces = _traces("add", {}, _add_inputs(), ELEMENT)
+    open_tx, res = _game(system, chain, 1, add_traces)
+    add_game = _summary(open_tx, res)
+
+    att_traces = _traces("attention", ATTENTION, _attention_inputs(), ATTENTION_ELEMENT)
+    committed = att_traces[2].output.reshape(-1)[ATTENTION_ELEMENT:ATTENTION_ELEMENT + 1].numpy().tobytes()
+    honest_states = programs.program_states("attention", ATTENTION, att_traces[3].inputs, ATTENTION_ELEMENT)
+    forged = honest_states[:-1] + [cheats.forge_program_end(ATTENTION, honest_states[-1], committed)]
+    open_tx, res = _game(system, chain, 2, att_traces, lambda rec, e: forged)
+    attention_game = _summary(open_tx, res) | {"program_steps": len(forged) - 1,
+                                                "keys_per_step": programs.KEYS_PER_STEP}
 
     # a silent defendant: open, then timeout
+    d_trace, c_trace = add_traces[0], add_traces[1]
     c2 = Claim.create(chain_id=chain.chain_id, model_digest=b"\1" * 32, input_digest=b"\2" * 32,
-                      output_digest=b"\3" * 32, trace_root=d_trace.root, seed=0, round=2, step=0,
+                      output_digest=b"\3" * 32, trace_root=d_trace.root, seed=0, round=3, step=0,
                       task="smollm2.generate", prover=bytes.fromhex(ADDR[1][2:]))
     s2 = sign_claim(c2, KEYS[1], registry=system.dep.registry.address)
     cr2 = ClaimRound([s2])
@@ -96,17 +148,11 @@ def main() -> dict:
         "what": "DisputeGames gas on py-evm (eth-tester), solc 0.8.28, optimizer 200 runs, cancun",
         "trace_records": COUNT,
         "disputed_record": DISPUTED,
-        "disputed_element": ELEMENT,
-        "output": f"f32{list(SHAPE)}",
         "referee": system.referee is not None,
-        "final_state": res.state.name,
-        "reason": res.reason,
-        "found": {"record": res.record, "element": res.element},
-        "open": open_tx.gas_used,
-        "moves": {k: {"count": len(v), "max": max(v), "mean": round(sum(v) / len(v))} for k, v in by_kind.items()},
+        "add": {"disputed_element": ELEMENT, "output": f"f32{list(SHAPE)}"} | add_game,
+        "attention": {"disputed_element": ATTENTION_ELEMENT, "context": CONTEXT, "attributes": ATTENTION}
+        | attention_game,
         "timeout": timeout_gas,
-        "whole_game": open_tx.gas_used + res.gas,
-        "rounds": sum(1 for k, _, _ in res.moves if k in ("RECORD_BISECT_C", "TENSOR_BISECT_C")),
         "python": platform.python_version(),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -71,8 +71,10 @@ def section() -> str:
         out.append(f"- **One-step gas** (target {r['target_gas'] / 1e6:.1f}M; {over} over): {rows}.")
     r = _load("game_gas.json")
     if r:
-        out.append(f"- **A whole dispute** over {r['trace_records']} records ({r['output']} output, real referee): "
-                   f"{r['whole_game'] / 1e6:.2f}M gas (open {r['open'] / 1e3:.0f}k).")
+        a, t = r["add"], r["attention"]
+        out.append(f"- **A whole dispute** over {r['trace_records']} records (real referee): an `add` element of "
+                   f"{a['output']} {a['whole_game'] / 1e6:.2f}M gas; an attention element over {t['context']} keys "
+                   f"(element program, {t['program_steps']} steps) {t['whole_game'] / 1e6:.2f}M gas.")
     return "\n".join(out)
 
 

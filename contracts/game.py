@@ -38,6 +38,8 @@ from refute.compute.merkle import CHUNK_BYTES, EMPTY, TensorTree
 from refute.compute.trace import Trace
 from refute.contracts.build import ARTIFACT_DIR, load_artifact
 from refute.contracts.client import Chain, ChainError, ContractError, Deployment, Tx, _addr, claim_tuple
+from refute.contracts.referee import input_heads, step_openings
+from refute.verifier import programs
 
 __all__ = ["State", "GameParams", "GameSystem", "Defendant", "Challenger", "GameResult", "play", "openings_for",
            "DEFENDANT_STATES", "FINAL_STATES", "take_turn", "CannotMove"]
@@ -64,12 +66,16 @@ class State(enum.IntEnum):
     ONE_STEP = 15
     DEFENDANT_WON = 16
     CHALLENGER_WON = 17
+    PROGRAM_END_D = 18
+    PROGRAM_BISECT_D = 19
+    PROGRAM_BISECT_C = 20
+    PROGRAM_STEP = 21
 
 
 #: States in which the defendant moves (the others but the final ones: the challenger).
 DEFENDANT_STATES = frozenset({State.AWAIT_RESPONSE, State.RECORD_BISECT_D, State.RECORD_REVEAL_D,
                               State.RECORD_PROVE_D, State.HEADER_D, State.TENSOR_BISECT_D, State.CHUNK_D,
-                              State.ELEMENT_D})
+                              State.ELEMENT_D, State.PROGRAM_END_D, State.PROGRAM_BISECT_D})
 FINAL_STATES = frozenset({State.DEFENDANT_WON, State.CHALLENGER_WON})
 
 _GAME_FIELDS = ("prover", "lastMoveAt", "state", "level", "itemsize", "challenger", "clockD", "clockC", "countD",
@@ -238,6 +244,24 @@ class GameSystem:
     def one_step(self, account: Any, game_id: int, record: bytes, header: bytes, openings: Sequence[tuple]) -> Tx:
         return self._send(account, self.games.functions.oneStep(game_id, record, header, list(openings)), game_id)
 
+    def open_program(self, account: Any, game_id: int, record: bytes, header: bytes,
+                     heads: Sequence[tuple[bytes, bytes]]) -> Tx:
+        return self._send(account, self.games.functions.openProgram(game_id, record, header, list(heads)), game_id)
+
+    def post_program_end(self, account: Any, game_id: int, record: bytes, state: bytes) -> Tx:
+        return self._send(account, self.games.functions.postProgramEnd(game_id, record, state), game_id)
+
+    def post_program_hashes(self, account: Any, game_id: int, hashes: Sequence[bytes]) -> Tx:
+        return self._send(account, self.games.functions.postProgramHashes(game_id, list(hashes)), game_id)
+
+    def judge_program_hashes(self, account: Any, game_id: int, hashes: Sequence[bytes], first_wrong: int) -> Tx:
+        fn = self.games.functions.judgeProgramHashes(game_id, list(hashes), first_wrong)
+        return self._send(account, fn, game_id)
+
+    def program_step(self, account: Any, game_id: int, record: bytes, before: bytes,
+                     openings: Sequence[tuple]) -> Tx:
+        return self._send(account, self.games.functions.programStep(game_id, record, before, list(openings)), game_id)
+
     def resolve_template(self, account: Any, game_id: int, claim: Claim, record: bytes, evidence: bytes) -> Tx:
         fn = self.games.functions.resolveTemplate(game_id, claim_tuple(claim), record, evidence)
         return self._send(account, fn, game_id)
@@ -305,6 +329,16 @@ def deploy_referee(chain: Chain, sender: Any) -> Any:
     return ref
 
 
+#: ``DisputeGames.PROGRAM_SECTIONS``: a program round splits (lo, hi) into this many sections.
+PROGRAM_SECTIONS = 16
+
+
+def program_points(lo: int, hi: int) -> list[int]:
+    """The steps whose states the defendant posts in a program round over (lo, hi)."""
+    m = min(PROGRAM_SECTIONS, hi - lo)
+    return [lo + (hi - lo) * i // m for i in range(1, m)]
+
+
 # --------------------------------------------------------------------------- players
 
 
@@ -315,16 +349,41 @@ class CannotMove(Exception):
     """A player has no valid move (its data does not open its commitment)."""
 
 
+#: (record index, element) -> the states S_0 .. S_n of the element's program.
+ProgramStates = Callable[[int, int], list[bytes]]
+
+
+def _program_states(trace: Trace, opened: Opener) -> ProgramStates:
+    """Program states computed from a party's own input tensors of the record."""
+    cache: dict[tuple[int, int], list[bytes]] = {}
+
+    def states(rec: int, element: int) -> list[bytes]:
+        if (rec, element) not in cache:
+            r = trace[rec]
+            cache[(rec, element)] = programs.program_states(r.kind, r.attr_dict(), opened(rec).inputs, element)
+        return cache[(rec, element)]
+
+    return states
+
+
 @dataclass
 class Defendant:
-    """The claim's prover: its committed trace and a function serving a record's tensors."""
+    """The claim's prover: its committed trace, a function serving a record's tensors
+    and, for element programs, a function giving its states (default: computed from
+    its own served inputs)."""
 
     account: str
     trace: Trace
     opened: Opener
+    program_states: ProgramStates | None = None
 
     def _tree(self, i: int) -> TensorTree:
         return TensorTree.from_tensor(self.opened(i).output)
+
+    def _states(self, rec: int, element: int) -> list[bytes]:
+        if self.program_states is None:
+            self.program_states = _program_states(self.trace, self.opened)
+        return self.program_states(rec, element)
 
     def move(self, sys: GameSystem, gid: int, g: dict[str, Any]) -> Tx:
         st, a = g["state"], self.account
@@ -350,6 +409,13 @@ class Defendant:
         if st == State.ELEMENT_D:
             p = tree.prove_element(0)
             return sys.open_element(a, gid, _chunk(tree, 0), p.siblings)
+        if st == State.PROGRAM_END_D:
+            record = sys.last_event("RecordRevealed", gid)["record"]
+            return sys.post_program_end(a, gid, record, self._states(rec, index)[-1])
+        if st == State.PROGRAM_BISECT_D:
+            states = self._states(rec, index)
+            points = program_points(g["countD"], g["countC"])
+            return sys.post_program_hashes(a, gid, [programs.state_hash(states[p]) for p in points])
         raise CannotMove(f"the defendant does not move in {st.name}")
 
     @staticmethod
@@ -371,6 +437,13 @@ class Challenger:
     claim: Claim
     template_evidence: TemplateEvidence | None = None
     _cache: dict[int, TensorTree] = field(default_factory=dict)
+    _states: ProgramStates | None = None
+
+    def states(self, rec: int, element: int) -> list[bytes]:
+        """The honest program states of ``element`` of record ``rec`` (its own inputs)."""
+        if self._states is None:
+            self._states = _program_states(self.trace, self.opened)
+        return self._states(rec, element)
 
     def _tree(self, i: int) -> TensorTree:
         if i not in self._cache:
@@ -408,8 +481,22 @@ class Challenger:
         if st == State.ONE_STEP:
             record = sys.last_event("RecordRevealed", gid)["record"]
             header = sys.last_event("HeaderRevealed", gid, party=prover)["header"]
-            openings = openings_for(self.trace[rec], self.opened(rec), index)
+            mine = self.opened(rec)
+            shapes = {n: tuple(t.shape) for n, t in mine.inputs.items()}
+            if programs.prefers_program(self.trace[rec].kind, shapes):
+                return sys.open_program(a, gid, record, header, input_heads(self.trace[rec], mine.inputs))
+            openings = openings_for(self.trace[rec], mine, index)
             return sys.one_step(a, gid, record, header, openings)
+        if st == State.PROGRAM_BISECT_C:
+            posted = [bytes(h) for h in sys.last_event("ProgramHashesPosted", gid)["hashes"]]
+            mine = [programs.state_hash(self.states(rec, index)[p]) for p in program_points(g["countD"], g["countC"])]
+            first = next((i for i, (h, m) in enumerate(zip(posted, mine)) if h != m), len(posted))
+            return sys.judge_program_hashes(a, gid, posted, first)
+        if st == State.PROGRAM_STEP:
+            record = sys.last_event("RecordRevealed", gid)["record"]
+            lo = g["countD"]
+            openings = step_openings(self.trace[rec], self.opened(rec).inputs, index, lo)
+            return sys.program_step(a, gid, record, self.states(rec, index)[lo], openings)
         raise CannotMove(f"the challenger does not move in {st.name}")
 
     @staticmethod

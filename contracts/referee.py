@@ -35,14 +35,15 @@ from refute.compute.merkle import CHUNK_BYTES, LEAF_PREFIX, NODE_PREFIX, Element
 from refute.contracts.build import ARTIFACT_DIR, load_artifact
 from refute.contracts.client import claim_tuple
 
-__all__ = ["RefereeContract", "RefereeError", "compute_args", "template_evidence", "sampling_evidence",
+__all__ = ["RefereeContract", "RefereeError", "compute_args", "template_evidence", "sampling_evidence", "step_openings",
+           "input_heads",
            "element_from_range", "sampling_alternative", "CALL_GAS", "TEMPLATE_EVIDENCE", "SAMPLING_EVIDENCE"]
 
 #: Gas given to every eth_call (free on the in-process chain; far above any one-step).
 CALL_GAS: Final = 500_000_000
 
 #: Constructor order of the Referee's operator contracts.
-_OPS: Final = ("ElementOps", "RowOps", "AttentionOps", "TemplateOps", "SamplingOps")
+_OPS: Final = ("ElementOps", "RowOps", "AttentionOps", "TemplateOps", "SamplingOps", "ProgramReferee")
 
 _PARAMS: Final = "(uint32,uint32,uint32,uint32,uint32,int64[],int64[])"
 _OPENING: Final = "(bytes,uint64,uint64,bytes,bytes32[])"
@@ -92,6 +93,36 @@ def compute_args(proof: Any) -> tuple[bytes, bytes, int, bytes, list[tuple]]:
         raise ValueError("the defendant did not open the element (decided by the game, not the referee)")
     openings = [_opening(proof.input_openings[i.name]) for i in r.inputs]
     return r.encode(), o.header.encode(), int(proof.element), _element_bytes(o), openings
+
+
+def step_openings(record: Any, inputs: dict[str, Any], element: int, step: int) -> list[tuple]:
+    """The ``Opening`` structs of step ``step`` of element ``element``'s program, from
+    whole input tensors ``inputs`` (by name), in record order."""
+    import torch
+
+    from refute.compute.merkle import TensorTree
+    from refute.verifier.programs import step_inputs
+
+    shapes = {n: tuple(t.shape) for n, t in inputs.items()}
+    need = step_inputs(record.kind, record.attr_dict(), shapes, element, step)
+    out = []
+    for inp in record.inputs:
+        t = inputs[inp.name]
+        a, b = need[inp.name]
+        out.append(_opening(TensorTree.from_tensor(t if isinstance(t, torch.Tensor) else torch.as_tensor(t))
+                            .prove_range(a, b)))
+    return out
+
+
+def input_heads(record: Any, inputs: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """The ``InputHead`` structs (header, data root) of ``record``'s inputs, record order."""
+    from refute.compute.merkle import EMPTY, TensorTree
+
+    out = []
+    for inp in record.inputs:
+        tree = TensorTree.from_tensor(inputs[inp.name])
+        out.append((tree.header.encode(), tree.node(tree.header.depth, 0) if tree.header.n_chunks else EMPTY))
+    return out
 
 
 def _f32_bits(v: float) -> int:
@@ -239,6 +270,36 @@ class RefereeContract:
             return bool(self._fn(proof).call({"gas": CALL_GAS}))
         except (ContractLogicError, ContractCustomError, TransactionFailed) as e:
             raise self._error(e) from None
+
+    def _programs(self) -> Any:
+        art = load_artifact("ProgramReferee")
+        return self.w3.eth.contract(address=self.contract.functions.programReferee().call(), abi=art.abi)
+
+    def _call(self, fn: Any) -> Any:
+        try:
+            return fn.call({"gas": CALL_GAS})
+        except (ContractLogicError, ContractCustomError, TransactionFailed) as e:
+            raise self._error(e) from None
+
+    def program_of(self, record: Any, output_header: bytes, element: int,
+                   heads: list[tuple[bytes, bytes]]) -> tuple[bool, int, bytes]:
+        """``ProgramReferee.programOf``: (header wrong, steps, hash of S_0)."""
+        return tuple(self._call(self._programs().functions.programOf(record.encode(), output_header, element, heads)))
+
+    def program_output(self, record: Any, state: bytes) -> bytes:
+        """``ProgramReferee.programOutput``: the element bytes a final state gives."""
+        return bytes(self._call(self._programs().functions.programOutput(record.encode(), state)))
+
+    def program_step(self, record: Any, element: int, step: int, before: bytes, openings: list[tuple]) -> bytes:
+        """``ProgramReferee.programStep``: the hash of the state after step ``step``."""
+        return bytes(self._call(self._programs().functions.programStep(record.encode(), element, step, before,
+                                                                        openings)))
+
+    def program_step_gas(self, record: Any, element: int, step: int, before: bytes, openings: list[tuple]) -> int:
+        """Exact transaction gas of ``programStep`` sent as a transaction."""
+        fn = self._programs().functions.programStep(record.encode(), element, step, before, openings)
+        tx = fn.transact({"from": self.w3.eth.accounts[0], "gas": 29_000_000})
+        return int(self.w3.eth.wait_for_transaction_receipt(tx).gasUsed)
 
     def gas_used(self, proof: Any) -> tuple[int, int]:
         """Exact gas of the decision sent as a transaction: ``(total, execution)``,

@@ -90,7 +90,8 @@ contract Harness {
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
     src = tmp_path_factory.mktemp("harness")
-    for name in ("TensorMerkle.sol", "RecordCodec.sol", "IReferee.sol", "ClaimRegistry.sol", "IStakeManager.sol"):
+    for name in ("TensorMerkle.sol", "RecordCodec.sol", "IReferee.sol", "IProgramReferee.sol", "ClaimRegistry.sol",
+                 "IStakeManager.sol"):
         shutil.copy(SOURCE_DIR / name, src / name)
     (src / "Harness.sol").write_text(HARNESS)
     art = compile_sources(src)["Harness"]

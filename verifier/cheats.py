@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from fractions import Fraction
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from refute.compute.executor import OPERATORS, Executor, OpRecord
 from refute.compute.merkle import tensor_root
 from refute.compute.trace import Trace, TraceInput, TraceRecord
+from refute.verifier import programs
 from refute.verifier.prover import Bundle, Opened, Prover, capture_records, model_program, traced_forward
 from refute.verifier.tasks import Task
 
@@ -42,6 +45,7 @@ __all__ = [
     "MismatchedServing",
     "BrokenWiring",
     "flip_low_bit",
+    "forge_program_end",
     "make_cheater",
     "SWARM_CHEATS",
 ]
@@ -366,3 +370,25 @@ def make_cheater(name: str, honest_model: Any, private_key: Any, *, other: Task,
     if name not in builders:
         raise ValueError(f"unknown cheat {name!r}; choose one of: {', '.join(SWARM_CHEATS)}")
     return builders[name]()
+
+
+def forge_program_end(attrs: dict[str, Any], honest_end: bytes, target: bytes) -> bytes:
+    """A final attention program state whose output is ``target`` (4 little-endian
+    bytes): the honest final state with its PV sum moved (and, where the sum's grid is
+    too coarse for ``target``, its row exponent lowered). A defendant that committed a
+    wrong attention element posts this at ``postProgramEnd`` and keeps the honest
+    states elsewhere; the program bisection then ends at the last step, which the
+    referee refutes."""
+    words = [int.from_bytes(honest_end[i:i + 32], "big", signed=True) for i in range(0, len(honest_end), 32)]
+    value = Fraction(float(np.frombuffer(target, dtype=np.float32)[0]))
+    field = (words[6] >> 23) & 0xFF
+    for lower in range(min(field, 40)):
+        words[6] = (field - lower) << 23
+        scale = Fraction(2) ** (field - lower - 127 + 2 - 14 * int(attrs["slices"]) + words[1])
+        guess = round(value / scale)
+        for p_sum in (guess, guess - 1, guess + 1):
+            words[7] = p_sum
+            state = b"".join(w.to_bytes(32, "big", signed=True) for w in words)
+            if programs.program_output("attention", attrs, state) == target:
+                return state
+    raise ValueError("no final state gives that element")

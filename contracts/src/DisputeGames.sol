@@ -4,6 +4,7 @@ pragma solidity 0.8.28;
 import {Claim, ClaimRegistry} from "./ClaimRegistry.sol";
 import {IStakeManager} from "./IStakeManager.sol";
 import {IReferee, Opening} from "./IReferee.sol";
+import {IProgramReferee, InputHead} from "./IProgramReferee.sol";
 
 /// @title DisputeGames
 /// @notice Every bisection game between a claim's prover (the defendant) and a
@@ -36,9 +37,13 @@ contract DisputeGames {
         ChunkD, //               defendant: reveal its chunk at the leaf
         ChunkC, //               challenger: reveal both chunks
         ElementD, //             defendant (headers differ): open element 0
-        OneStep, //              challenger: the referee's compute decision
+        OneStep, //              challenger: the referee's compute decision, or open the element's program
         DefendantWon, //         final
-        ChallengerWon //         final
+        ChallengerWon, //        final
+        ProgramEndD, //          defendant: post its program's final state (its output must be the element)
+        ProgramBisectD, //       defendant: post the hashes of its states at the section points
+        ProgramBisectC, //       challenger: name the first of them it disputes
+        ProgramStep //           challenger: the referee runs the one disputed step
     }
 
     /// @notice One game. Packed into ten slots.
@@ -54,19 +59,19 @@ contract DisputeGames {
         uint32 clockD; // seconds left on the defendant's clock
         uint32 clockC; // seconds left on the challenger's clock
         // slot 2
-        uint64 countD;
-        uint64 countC;
+        uint64 countD; // program phase: lo, the last step both agree on
+        uint64 countC; // program phase: hi, the first step in dispute
         uint64 index; // node index on `level`; at the end: record, then chunk, then element
         uint64 numelD; // defendant's output numel
         // slots 3..9
         bytes32 claimHash;
-        bytes32 nodeD; // defendant's current node (trace root, tree node, output root, data node)
-        bytes32 nodeC; // challenger's
+        bytes32 nodeD; // defendant's current node (trace root, tree node, output root, data node); program: hash of S_lo
+        bytes32 nodeC; // challenger's; program: the defendant's hash of S_hi
         uint128 bondC;
         uint128 bondD;
         bytes32 recordHashD; // keccak256 of the defendant's disputed record
         bytes32 headerHashD; // keccak256 of the defendant's output header
-        bytes32 committed; // defendant's element bytes, left-aligned, `itemsize` long
+        bytes32 committed; // defendant's element bytes, left-aligned, `itemsize` long; program: hash of the posted hashes
     }
 
     /// @notice Per claim hash: the open game (id + 1, 0 if none), whether its prover was
@@ -83,9 +88,17 @@ contract DisputeGames {
     uint8 public constant MAX_RECORD_DEPTH = 16;
     /// @notice Largest output tensor bisected: 2^32 chunks.
     uint8 public constant MAX_CHUNK_DEPTH = 32;
+    /// @notice Longest element program accepted: 2^24 steps.
+    uint8 public constant MAX_PROGRAM_DEPTH = 24;
+    /// @notice A program round splits the disputed steps into this many sections (the
+    ///         defendant posts the state hashes at the 15 points between them), so a
+    ///         program of n steps takes ceil(log16(n)) rounds.
+    uint64 public constant PROGRAM_SECTIONS = 16;
     /// @notice Most moves one party makes in a game (respond or open, record rounds, record
-    ///         reveal or proof, header, chunk rounds, chunk, element, one-step).
-    uint256 public constant MAX_MOVES_PER_PARTY = 1 + MAX_RECORD_DEPTH + 1 + 1 + MAX_CHUNK_DEPTH + 1 + 1 + 1;
+    ///         reveal or proof, header, chunk rounds, chunk, element, one-step or program
+    ///         opening and end state, program rounds, program step).
+    uint256 public constant MAX_MOVES_PER_PARTY =
+        1 + MAX_RECORD_DEPTH + 1 + 1 + MAX_CHUNK_DEPTH + 1 + 1 + 1 + MAX_PROGRAM_DEPTH / 4 + 1;
     /// @notice A clock must allow at least this many seconds per move.
     uint256 public constant MIN_SECONDS_PER_MOVE = 12;
     /// @notice Chunk size of tensor data trees.
@@ -160,6 +173,15 @@ contract DisputeGames {
     event ChunkRevealed(uint256 indexed gameId, uint64 index, bytes chunk);
     /// @notice The game found element `element`; the defendant committed `committed`.
     event ElementFound(uint256 indexed gameId, uint64 element, bytes committed);
+    /// @notice The challenger opened the program of the disputed element: `steps` steps from
+    ///         the state hashed `start`.
+    event ProgramOpened(uint256 indexed gameId, uint64 steps, bytes32 start);
+    /// @notice The defendant posted its final state (after step `step`).
+    event ProgramEndPosted(uint256 indexed gameId, uint64 step, bytes state);
+    /// @notice The defendant posted its state hashes at the section points of (`lo`, `hi`).
+    event ProgramHashesPosted(uint256 indexed gameId, uint64 lo, uint64 hi, bytes32[] hashes);
+    /// @notice The program bisection now stands between agreed step `lo` and disputed `hi`.
+    event ProgramNarrowed(uint256 indexed gameId, uint64 lo, uint64 hi);
     /// @notice Game `gameId` ended: `defendantWon`, for `reason`.
     event GameResolved(uint256 indexed gameId, bool defendantWon, string reason);
     /// @notice A sampling challenge of `claimHash` by `challenger` succeeded.
@@ -207,6 +229,8 @@ contract DisputeGames {
     error BadHeader(bytes32 what);
     /// @notice No referee is configured.
     error NoReferee();
+    /// @notice The referee's program for the element has `steps` steps (1 to 2^MAX_PROGRAM_DEPTH).
+    error BadProgram(uint64 steps);
     /// @notice The given claim is not the game's.
     error WrongClaim(bytes32 claimHash);
     /// @notice The referee did not find the defendant wrong.
@@ -442,6 +466,28 @@ contract DisputeGames {
         _found(gameId, g, 0, bytes32(chunk[0:32]));
     }
 
+    /// @notice Program phase, defendant: post its final state `state`; the referee's output
+    ///         of it must be the element it committed (re-supply the disputed `record`).
+    function postProgramEnd(uint256 gameId, bytes calldata record, bytes calldata state) external {
+        Game storage g = _move(gameId, State.ProgramEndD, true);
+        if (keccak256(record) != g.recordHashD) revert BadOpening("record");
+        bytes memory out = referee.programReferee().programOutput(record, state);
+        if (keccak256(out) != keccak256(_committedBytes(g))) revert BadOpening("program end");
+        g.nodeC = keccak256(state);
+        emit ProgramEndPosted(gameId, g.countC, state);
+        _goto(gameId, g, g.countC - g.countD == 1 ? State.ProgramStep : State.ProgramBisectD);
+    }
+
+    /// @notice Program round, defendant: post the hashes of its states after the steps
+    ///         `lo + (hi - lo) * i / m`, `i = 1 .. m - 1`, `m = min(PROGRAM_SECTIONS, hi - lo)`.
+    function postProgramHashes(uint256 gameId, bytes32[] calldata hashes) external {
+        Game storage g = _move(gameId, State.ProgramBisectD, true);
+        if (hashes.length != _sections(g) - 1) revert BadOpening("hash count");
+        g.committed = keccak256(abi.encodePacked(hashes));
+        emit ProgramHashesPosted(gameId, g.countD, g.countC, hashes);
+        _goto(gameId, g, State.ProgramBisectC);
+    }
+
     // ----------------------------------------------------------- challenger
 
     /// @notice Bisection, challenger: re-supply the defendant's children (`leftD`, `rightD`,
@@ -551,6 +597,56 @@ contract DisputeGames {
         _resolve(gameId, g, !wrong, "compute one-step");
     }
 
+    /// @notice Instead of the compute one-step, challenger: open the disputed element's
+    ///         program (for elements too long to recompute in one transaction). Re-supply
+    ///         the defendant's `record` and output `header`, and the record's input headers
+    ///         `heads`. A wrong output header decides at once; else the defendant posts its
+    ///         final state next.
+    function openProgram(uint256 gameId, bytes calldata record, bytes calldata header, InputHead[] calldata heads)
+        external
+    {
+        Game storage g = _move(gameId, State.OneStep, false);
+        if (address(referee) == address(0)) revert NoReferee();
+        if (keccak256(record) != g.recordHashD) revert BadOpening("record");
+        if (keccak256(header) != g.headerHashD) revert BadOpening("header");
+        (bool headerWrong, uint64 steps, bytes32 start) =
+            referee.programReferee().programOf(record, header, g.index, heads);
+        if (headerWrong) return _resolve(gameId, g, false, "program output header");
+        if (steps == 0 || steps > (uint64(1) << MAX_PROGRAM_DEPTH)) revert BadProgram(steps);
+        (g.countD, g.countC, g.nodeD) = (0, steps, start);
+        emit ProgramOpened(gameId, steps, start);
+        _goto(gameId, g, State.ProgramEndD);
+    }
+
+    /// @notice Program round, challenger: re-supply the defendant's `hashes` and name the
+    ///         first one it disputes (`hashes.length` if none); the dispute narrows to the
+    ///         section that ends there.
+    function judgeProgramHashes(uint256 gameId, bytes32[] calldata hashes, uint256 firstWrong) external {
+        Game storage g = _move(gameId, State.ProgramBisectC, false);
+        if (keccak256(abi.encodePacked(hashes)) != g.committed) revert BadOpening("hashes");
+        if (firstWrong > hashes.length) revert BadOpening("section");
+        uint64 lo = g.countD;
+        uint64 span = g.countC - lo;
+        uint64 m = uint64(hashes.length) + 1;
+        if (firstWrong > 0) (g.countD, g.nodeD) = (lo + span * uint64(firstWrong) / m, hashes[firstWrong - 1]);
+        if (firstWrong < hashes.length) (g.countC, g.nodeC) = (lo + span * uint64(firstWrong + 1) / m, hashes[firstWrong]);
+        emit ProgramNarrowed(gameId, g.countD, g.countC);
+        _goto(gameId, g, g.countC - g.countD == 1 ? State.ProgramStep : State.ProgramBisectD);
+    }
+
+    /// @notice Program step, challenger: re-supply the `record` and the agreed state
+    ///         `before` (step lo); the referee runs step lo on the input slices `openings`,
+    ///         and the defendant loses iff the result is not its state at hi.
+    function programStep(uint256 gameId, bytes calldata record, bytes calldata before, Opening[] calldata openings)
+        external
+    {
+        Game storage g = _move(gameId, State.ProgramStep, false);
+        if (keccak256(record) != g.recordHashD) revert BadOpening("record");
+        if (keccak256(before) != g.nodeD) revert BadOpening("state");
+        bytes32 next = referee.programReferee().programStep(record, g.index, g.countD, before, openings);
+        _resolve(gameId, g, next == g.nodeC, "program step");
+    }
+
     /// @notice The template decision: anyone may call it (the challenger's clock runs);
     ///         re-supply the game's `claim` and the defendant's disputed `record`; the
     ///         referee checks it against the program behind `claim.modelDigest`.
@@ -635,10 +731,16 @@ contract DisputeGames {
         }
     }
 
+    /// @dev Sections of a program round: min(PROGRAM_SECTIONS, hi - lo), at least 2 here.
+    function _sections(Game storage g) internal view returns (uint256) {
+        uint64 span = g.countC - g.countD;
+        return span < PROGRAM_SECTIONS ? span : PROGRAM_SECTIONS;
+    }
+
     function _defendantMoves(State st) internal pure returns (bool) {
         return st == State.AwaitResponse || st == State.RecordBisectD || st == State.RecordRevealD
             || st == State.RecordProveD || st == State.HeaderD || st == State.TensorBisectD || st == State.ChunkD
-            || st == State.ElementD;
+            || st == State.ElementD || st == State.ProgramEndD || st == State.ProgramBisectD;
     }
 
     function _expect(uint256 gameId, Game storage g, State expected) internal view {

@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {Claim} from "./ClaimRegistry.sol";
+import {IProgramReferee} from "./IProgramReferee.sol";
 
 /// @notice A Merkle-proven slice of a committed tensor: elements `[start, stop)` of the
 ///         tensor whose header is `header` (`u8 code || u8 ndim || u64be dims`,
@@ -55,4 +56,8 @@ interface IReferee {
     ///         `evidence` opens logits of the trace's last record and the task's preimage
     ///         (ABI layout documented by the implementation).
     function decideSampling(Claim calldata claim, bytes calldata evidence) external view returns (bool defendantWrong);
+
+    /// @notice The element-program referee (`IProgramReferee`) the game uses for elements
+    ///         too long to recompute in one transaction.
+    function programReferee() external view returns (IProgramReferee);
 }

@@ -3,6 +3,8 @@ pragma solidity 0.8.28;
 
 import {Claim} from "./ClaimRegistry.sol";
 import {IReferee, Opening} from "./IReferee.sol";
+import {IProgramReferee} from "./IProgramReferee.sol";
+import {ProgramReferee} from "./ProgramReferee.sol";
 import {TensorMerkle} from "./TensorMerkle.sol";
 import {RecordCodec} from "./RecordCodec.sol";
 import {Row} from "./ops/Row.sol";
@@ -57,6 +59,7 @@ contract Referee is IReferee {
     AttentionOps public immutable attentionOps;
     TemplateOps public immutable templateOps;
     SamplingOps public immutable samplingOps;
+    ProgramReferee private immutable _programs;
 
     /// @notice The record's kind has no one-step here, or the evidence form is not supported.
     error Unsupported();
@@ -76,18 +79,26 @@ contract Referee is IReferee {
     /// @param attention_ the AttentionOps deployment.
     /// @param template_ the TemplateOps deployment (decideTemplate).
     /// @param sampling_ the SamplingOps deployment (decideSampling).
+    /// @param programs_ the ProgramReferee deployment (element programs: attention).
     constructor(
         ElementOps element_,
         RowOps row_,
         AttentionOps attention_,
         TemplateOps template_,
-        SamplingOps sampling_
+        SamplingOps sampling_,
+        ProgramReferee programs_
     ) {
         elementOps = element_;
         rowOps = row_;
         attentionOps = attention_;
         templateOps = template_;
         samplingOps = sampling_;
+        _programs = programs_;
+    }
+
+    /// @inheritdoc IReferee
+    function programReferee() external view returns (IProgramReferee) {
+        return _programs;
     }
 
     /// @inheritdoc IReferee
