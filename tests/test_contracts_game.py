@@ -503,17 +503,27 @@ def test_gas_of_a_whole_game(cases):
 
 
 class GameMachine(RuleBasedStateMachine):
-    """Random actors on one chain. One prover account signs an honest claim and a
-    cheating one (mismatched serving); challengers are honest (their own replayed
-    trace against the cheating claim) or wrong (a perturbed trace against the honest
-    claim); a dishonest side may grief (stop answering anywhere); time jumps. Honest
-    sides always answer before time moves on."""
+    """Random actors on one chain with the real referee. One prover account signs an
+    honest claim and two cheating ones (mismatched serving: it cannot open its own
+    commitment; a perturbed activation: the referee's compute one-step refutes it);
+    challengers are honest (their own replayed trace against a cheating claim) or wrong
+    (a perturbed trace against the honest claim, refuted by the same one-step); a
+    dishonest side may grief (stop answering anywhere); time jumps. Honest sides always
+    answer before time moves on."""
+
+    #: (claim case, challenger's trace case or None for its own replay) per game kind
+    KINDS = {"honest_vs_cheater": ("mismatched_serving", None),
+             "honest_vs_compute_cheater": ("perturbed_activation", None),
+             "wrong_vs_honest": ("honest", "perturbed_activation")}
+    CHEATS = ("mismatched_serving", "perturbed_activation")
+    #: how games ended over the whole run, by the contract's reason
+    ENDINGS: dict = {}
 
     CASES: dict = {}
 
     def __init__(self):
         super().__init__()
-        self.w = World(referee=None, stake=5 * 10**18)
+        self.w = World(stake=5 * 10**18)
         self.sys, self.chain = self.w.sys, self.w.chain
         self.accounts = [PROVER, CHALLENGER, COPIER, OTHER]
         self.fees = {a: 0 for a in self.accounts}
@@ -538,7 +548,7 @@ class GameMachine(RuleBasedStateMachine):
 
     def _honest_turn(self, info, g) -> bool:
         d_moves = g["state"] in DEFENDANT_STATES
-        return (info["kind"] == "honest_vs_cheater") != d_moves
+        return (info["kind"] != "wrong_vs_honest") != d_moves
 
     def _step(self, gid, honest_only: bool) -> bool:
         info = self.games[gid]
@@ -559,17 +569,22 @@ class GameMachine(RuleBasedStateMachine):
             return False
         return True
 
+    def teardown(self):
+        for gid in self.games:
+            for e in self.sys.events("GameResolved", gid):
+                self.ENDINGS[e["reason"]] = self.ENDINGS.get(e["reason"], 0) + 1
+
     def _catch_up(self):
         for gid in list(self.games):
             while self._step(gid, honest_only=True):
                 pass
 
-    @rule(kind=st.sampled_from(["honest_vs_cheater", "wrong_vs_honest"]),
-          who=st.sampled_from([CHALLENGER, COPIER]), griefer=st.booleans())
+    @rule(kind=st.sampled_from(sorted(KINDS)), who=st.sampled_from([CHALLENGER, COPIER]), griefer=st.booleans())
     def open_game(self, kind, who, griefer):
         cs = self.CASES
-        claim_case = cs["mismatched_serving"] if kind == "honest_vs_cheater" else cs["honest"]
-        trace = claim_case.mine if kind == "honest_vs_cheater" else cs["perturbed_activation"].bundle.trace
+        claim_name, wrong_name = self.KINDS[kind]
+        claim_case = cs[claim_name]
+        trace = claim_case.mine if wrong_name is None else cs[wrong_name].bundle.trace
         try:
             signed, cr = self._post(claim_case)
             gid, tx = self.sys.open(who, signed, len(trace), trace_tree_root(trace), claim_round=cr)
@@ -579,16 +594,22 @@ class GameMachine(RuleBasedStateMachine):
             return
         self._tx(tx, who)
         d = Defendant(PROVER, claim_case.bundle.trace, claim_case.served)
-        if kind == "honest_vs_cheater":
-            c = Challenger(who, trace, claim_case.own, claim_case.bundle.claim)
-        else:
-            c = Challenger(who, trace, cs["perturbed_activation"].served, claim_case.bundle.claim)
+        opened = claim_case.own if wrong_name is None else cs[wrong_name].served
+        c = Challenger(who, trace, opened, claim_case.bundle.claim)
         self.games[gid] = dict(kind=kind, d=d, c=c, griefer=griefer)
 
     @precondition(lambda self: self.games)
     @rule(data=st.data())
     def move(self, data):
         self._step(data.draw(st.sampled_from(sorted(self.games))), honest_only=False)
+
+    @precondition(lambda self: self.games)
+    @rule(data=st.data())
+    def play_on(self, data):
+        """Both sides of one game move until it ends or a griefer stops answering."""
+        gid = data.draw(st.sampled_from(sorted(self.games)))
+        while self._step(gid, honest_only=False):
+            pass
 
     @rule(seconds=st.sampled_from([60, 1_800, 3_601, 24 * 3600 + 1]))
     def wait(self, seconds):
@@ -631,17 +652,22 @@ class GameMachine(RuleBasedStateMachine):
                 assert st_ != State.CHALLENGER_WON, "an honest prover lost"
             else:
                 assert st_ != State.DEFENDANT_WON, "an honest challenger lost"
-        # the prover's stake moves only by the one slash of the cheating claim
-        cheat = self.CASES["mismatched_serving"].bundle.claim
-        slashed = self.sys.claim_state(
-            sign_claim(cheat, PROVER_KEY, registry=self.w.dep.registry.address).claim.hash())[1]
+        # the prover's stake moves only by one slash per cheating claim, never for the honest one
+        registry = self.w.dep.registry.address
+        slashed = {name: self.sys.claim_state(
+            sign_claim(self.CASES[name].bundle.claim, PROVER_KEY, registry=registry).claim.hash())[1]
+            for name in (*self.CHEATS, "honest")}
+        assert not slashed["honest"]
         have = self.w.dep.stake_of(PROVER) + self.w.dep.unbonding_of(PROVER)[0]
-        assert have == self.stake0 - (PARAMS.slash_amount if slashed else 0)
+        assert have == self.stake0 - PARAMS.slash_amount * sum(slashed[n] for n in self.CHEATS)
 
 
 @pytest.mark.slow
 def test_stateful_random_actors(cases):
     GameMachine.CASES = cases
-    GameMachine.TestCase.settings = settings(max_examples=4, stateful_step_count=20, deadline=None,
+    GameMachine.TestCase.settings = settings(max_examples=8, stateful_step_count=25, deadline=None,
                                              suppress_health_check=list(HealthCheck))
+    GameMachine.ENDINGS.clear()
     GameMachine.TestCase().runTest()
+    # the run reached the referee's decisions, not only timeouts
+    assert GameMachine.ENDINGS.get("compute one-step", 0) > 0, GameMachine.ENDINGS
