@@ -14,12 +14,15 @@ record produced them), and whose external inputs' roots are **bindings**:
   :data:`TASK_INPUTS`, whose tensor the task definition fixes.
 
 ``program_root = keccak256(0x24 || trace_root(templates))`` and the claim's
-model digest is ``keccak256(0x30 || identity || program_root)`` where
-``identity`` is :func:`refute.compute.weights.model_digest` (config and weight
-bytes). So a claim's model digest pins every weight root every record may use
-and the exact shape of the trace: a verifier (or the contract) decides a
-dispute over an external input, an attribute or the wiring of record ``i`` by
-proving template ``i`` against the model digest, without the model.
+model digest is ``keccak256(0x30 || identity || program_root || u64be(stop))``
+where ``identity`` is :func:`refute.compute.weights.model_digest` (config and
+weight bytes) and ``stop`` is the generation's end-of-sequence token id plus
+one (0 for a model without one, such as an encoder). So a claim's model digest
+pins every weight root every record may use, the exact shape of the trace and
+where a generation must stop: a verifier (or the contract) decides a dispute
+over an external input, an attribute or the wiring of record ``i`` by proving
+template ``i`` against the model digest, and a dispute over EOS by opening the
+digest's preimage, without the model.
 docs/protocol.md, section "Programs", is the normative text.
 """
 
@@ -51,11 +54,14 @@ __all__ = [
     "TASK_INPUTS",
     "ZERO_ROOT",
     "input_binding",
+    "model_digest_of",
+    "stop_word",
     "Program",
     "ProgramError",
     "program_of",
     "check_against_template",
     "task_tensors",
+    "verify_model_digest",
     "verify_template",
     "template_of",
 ]
@@ -75,6 +81,18 @@ TASK_INPUTS: Final = ("ids", "mask", "keep", "positions", "token_types")
 
 class ProgramError(ValueError):
     """A trace does not fit a program, or a program cannot be derived."""
+
+
+def stop_word(eos_token_id: int | None) -> bytes:
+    """The model digest's last 8 bytes: ``u64be(eos_token_id + 1)``, or zero for none."""
+    if eos_token_id is not None and not 0 <= eos_token_id < 2**64 - 1:
+        raise ProgramError(f"eos_token_id {eos_token_id} is not a token id")
+    return (0 if eos_token_id is None else eos_token_id + 1).to_bytes(8, "big")
+
+
+def model_digest_of(identity: bytes, program_root: bytes, eos_token_id: int | None) -> bytes:
+    """``keccak256(0x30 || identity || program_root || stop_word(eos_token_id))``."""
+    return keccak256(MODEL_PREFIX + identity + program_root + stop_word(eos_token_id))
 
 
 def input_binding(name: str) -> bytes:
@@ -103,10 +121,12 @@ def task_tensors(ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tenso
 
 @dataclass(frozen=True)
 class Program:
-    """A model's templates, its identity digest and the resulting claim model digest."""
+    """A model's templates, its identity digest, its end-of-sequence token (None for
+    models that do not generate) and the resulting claim model digest."""
 
     identity: bytes
     templates: Trace
+    eos_token_id: int | None = None
 
     @property
     def root(self) -> bytes:
@@ -115,7 +135,7 @@ class Program:
     @property
     def model_digest(self) -> bytes:
         """The claim's ``model_digest``."""
-        return keccak256(MODEL_PREFIX + self.identity + self.root)
+        return model_digest_of(self.identity, self.root, self.eos_token_id)
 
     def __len__(self) -> int:
         return len(self.templates)
@@ -130,14 +150,20 @@ class Program:
         return {i.root for r in self.templates for i in r.inputs if i.external and i.root not in _BINDING_NAMES}
 
 
-def verify_template(model_digest: bytes, identity: bytes, program_root_preimage: bytes, template: TraceRecord,
-                    proof: RecordProof) -> None:
-    """Check that ``template`` is template ``proof.index`` of the program behind
-    ``model_digest`` = ``keccak256(0x30 || identity || keccak256(0x24 || program_root_preimage))``;
-    :class:`ProgramError` if not."""
+def verify_model_digest(model_digest: bytes, identity: bytes, program_root_preimage: bytes,
+                        eos_token_id: int | None) -> None:
+    """Check ``model_digest`` = ``model_digest_of(identity, keccak256(0x24 ||
+    program_root_preimage), eos_token_id)``; :class:`ProgramError` if not."""
     program_root = keccak256(PROGRAM_PREFIX + program_root_preimage)
-    if keccak256(MODEL_PREFIX + identity + program_root) != model_digest:
-        raise ProgramError("identity and program root do not hash to the model digest")
+    if model_digest_of(identity, program_root, eos_token_id) != model_digest:
+        raise ProgramError("identity, program root and EOS do not hash to the model digest")
+
+
+def verify_template(model_digest: bytes, identity: bytes, program_root_preimage: bytes, template: TraceRecord,
+                    proof: RecordProof, *, eos_token_id: int | None) -> None:
+    """Check that ``template`` is template ``proof.index`` of the program behind
+    ``model_digest`` (:func:`verify_model_digest`); :class:`ProgramError` if not."""
+    verify_model_digest(model_digest, identity, program_root_preimage, eos_token_id)
     try:
         verify_record(program_root_preimage, template, proof)
     except TraceError as e:
@@ -188,7 +214,8 @@ def program_of(model: Any, identity: bytes | str | None = None) -> Program:
         if root in binding and binding[root] not in _BINDING_NAMES:
             raise ProgramError(f"task input {name} has a weight's root")
         binding.setdefault(root, input_binding(name))  # mask and keep coincide for a bool mask: the first name binds
-    return Program(identity, Trace(template_of(r, binding) for r in trace))
+    eos = None if embeds else getattr(model.config, "eos_token_id", None)
+    return Program(identity, Trace(template_of(r, binding) for r in trace), eos)
 
 
 def check_against_template(record: TraceRecord, template: TraceRecord,

@@ -47,13 +47,14 @@ _OPS: Final = ("ElementOps", "RowOps", "AttentionOps", "TemplateOps", "SamplingO
 
 _PARAMS: Final = "(uint32,uint32,uint32,uint32,uint32,int64[],int64[])"
 _OPENING: Final = "(bytes,uint64,uint64,bytes,bytes32[])"
-#: ABI type of ``TemplateOps.Evidence``: identity, templates' trace root, template
-#: encoding, template count, template siblings, generation task params + tokens.
-TEMPLATE_EVIDENCE: Final = f"(bytes32,bytes32,bytes,uint64,bytes32[],{_PARAMS},uint64,(bytes,bytes32[])[])"
-#: ABI type of ``SamplingOps.Evidence``: task params + tokens, last record, record
-#: count, record siblings, token index j, alternative token, openings of
-#: logits[row, tokens[j]] and logits[row, alt].
-SAMPLING_EVIDENCE: Final = f"({_PARAMS},bytes,uint64,bytes32[],uint64,uint64,{_OPENING},{_OPENING})"
+#: ABI type of ``TemplateOps.Evidence``: identity, templates' trace root, stop word
+#: (EOS + 1, 0 for none), template encoding, template count, template siblings,
+#: generation task params + tokens, trace count, source records.
+TEMPLATE_EVIDENCE: Final = f"(bytes32,bytes32,uint64,bytes,uint64,bytes32[],{_PARAMS},uint64,(bytes,bytes32[])[])"
+#: ABI type of ``SamplingOps.Evidence``: identity, templates' trace root, stop word,
+#: task params + tokens, last record, record count, record siblings, token index j,
+#: alternative token, openings of logits[row, tokens[j]] and logits[row, alt].
+SAMPLING_EVIDENCE: Final = f"(bytes32,bytes32,uint64,{_PARAMS},bytes,uint64,bytes32[],uint64,uint64,{_OPENING},{_OPENING})"
 
 
 class RefereeError(Exception):
@@ -125,6 +126,11 @@ def input_heads(record: Any, inputs: dict[str, Any]) -> list[tuple[bytes, bytes]
     return out
 
 
+def _stop(proof: Any) -> int:
+    """The model digest's stop word: EOS + 1, 0 for none (``program.stop_word``)."""
+    return 0 if proof.eos_token_id is None else int(proof.eos_token_id) + 1
+
+
 def _f32_bits(v: float) -> int:
     return struct.unpack(">I", struct.pack(">f", v))[0]
 
@@ -144,7 +150,7 @@ def template_evidence(proof: Any) -> bytes:
         raise ValueError(f"not a template one-step: {proof.kind!r}")
     tp = proof.template_proof
     sources = [(record.encode(), list(p.siblings)) for record, p in proof.sources]
-    ev = (proof.identity, proof.program_tree_root, proof.template.encode(), tp.count, list(tp.siblings),
+    ev = (proof.identity, proof.program_tree_root, _stop(proof), proof.template.encode(), tp.count, list(tp.siblings),
           _params(proof.task, proof.tokens), proof.record_proof.count, sources)
     return abi_encode([TEMPLATE_EVIDENCE], [ev])
 
@@ -207,7 +213,8 @@ def sampling_evidence(proof: Any, alt: int | None = None) -> bytes:
     a_open = _opening(element_from_range(rp, base + alt))
     tok = int(proof.tokens[j])
     t_open = _opening(element_from_range(rp, base + tok)) if 0 <= tok < v else a_open
-    ev = (_params(proof.task, proof.tokens), proof.record.encode(), proof.record_proof.count,
+    ev = (proof.identity, proof.program_tree_root, _stop(proof), _params(proof.task, proof.tokens),
+          proof.record.encode(), proof.record_proof.count,
           list(proof.record_proof.siblings), j, alt, t_open, a_open)
     return abi_encode([SAMPLING_EVIDENCE], [ev])
 

@@ -457,8 +457,9 @@ def _template_proof(bundle, program, i: int, trace=None, **over) -> OneStepProof
     sources = tuple((trace[x.source], trace.prove_record(x.source)) for x in trace[i].inputs if not x.external)
     base = dict(claim=dataclasses.replace(bundle.claim, trace_root=trace.root), record=trace[i],
                 record_proof=trace.prove_record(i), identity=program.identity,
-                program_tree_root=program.templates.root, template=program.template(i),
-                template_proof=program.prove_template(i), task=bundle.task, tokens=bundle.tokens, sources=sources)
+                program_tree_root=program.templates.root, eos_token_id=program.eos_token_id,
+                template=program.template(i), template_proof=program.prove_template(i), task=bundle.task,
+                tokens=bundle.tokens, sources=sources)
     return OneStepProof("template", **{**base, **over})
 
 
@@ -532,6 +533,17 @@ def test_broken_wiring_is_caught_by_the_template_one_step(referee, bundle, model
             referee.decide(q)
 
 
+#: The tiny model's digest preimage (identity, templates root, EOS), set by the fixture below.
+_PREIMAGE: dict = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def digest_preimage(model):
+    p = program_of(model)
+    _PREIMAGE.update(identity=p.identity, program_tree_root=p.templates.root, eos_token_id=p.eos_token_id)
+    return _PREIMAGE
+
+
 def _sampling_proof(bundle, logits: torch.Tensor, j: int, tokens=None) -> OneStepProof:
     last = len(bundle.trace) - 1
     tokens = bundle.tokens if tokens is None else tokens
@@ -539,7 +551,7 @@ def _sampling_proof(bundle, logits: torch.Tensor, j: int, tokens=None) -> OneSte
     row = len(bundle.task.prompt_ids) - 1 + j
     return OneStepProof("sampling", bundle.claim, bundle.trace[last], bundle.trace.prove_record(last), element=j,
                         logits_row=TensorTree.from_tensor(logits).prove_range(row * v, (row + 1) * v), vocab_size=v,
-                        task=bundle.task, tokens=tokens)
+                        task=bundle.task, tokens=tokens, **_PREIMAGE)
 
 
 def test_honest_tokens_stand(referee, bundle, honest):
@@ -574,7 +586,38 @@ def _synthetic_sampling(bundle, task: GenerateTask, logits: torch.Tensor, tokens
     row = len(task.prompt_ids) - 1 + j
     return OneStepProof("sampling", claim, r, trace.prove_record(0), element=j,
                         logits_row=TensorTree.from_tensor(logits).prove_range(row * v, (row + 1) * v), vocab_size=v,
-                        task=task, tokens=tokens)
+                        task=task, tokens=tokens, **_PREIMAGE)
+
+
+def test_eos_rules_are_decided_on_chain(referee, bundle):
+    """Tokens that are each the sampler's (greedy on rows that make them win) but go on
+    after EOS or stop short without it: True on chain and in Python; a stop at EOS or
+    at the budget stands; a preimage claiming another EOS reverts (False in Python)."""
+    eos = _PREIMAGE["eos_token_id"]
+    assert eos is not None
+    v, prompt = 16, (3, 1)
+    task = GenerateTask(prompt, 3, temperature=0.0, sequence=1)
+    rng = np.random.default_rng(4)
+    for tokens, wrong in [((5, eos, 7), True), ((5, 6), True), ((eos,), False), ((5, eos), False), ((5, 6, 7), False)]:
+        x = rng.normal(size=(1, len(prompt) + len(tokens) - 1, v)).astype(np.float32)
+        for j, t in enumerate(tokens):
+            x[0, len(prompt) - 1 + j, t] = 50.0  # the greedy token
+        p = _synthetic_sampling(bundle, task, torch.from_numpy(x), tokens, 0, 1)
+        assert _agree(referee, p) is wrong, tokens
+    lie = dataclasses.replace(p, eos_token_id=eos + 1)
+    assert not check_one_step(lie).defendant_wrong
+    with pytest.raises(RefereeError, match="ModelDigestMismatch"):
+        referee.decide(lie)
+
+
+def test_a_truncated_generation_is_refuted_by_a_sampling_one_step(referee, model):
+    from refute.verifier import cheats
+
+    liar = cheats.TruncatedGeneration(model, KEY)
+    b = liar.prove(TASK, seed=SEED)
+    d = dispute(b, liar, Verifier({"smollm2.generate": model}))
+    assert d.kind == "sampling" and d.result.defendant_wrong and "without EOS" in d.result.reason, d
+    assert referee.decide(d.proof) is True
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7, 3.0])
@@ -604,13 +647,13 @@ def test_compact_sampling_on_synthetic_rows(referee, bundle, temperature):
         seed = int(rng.integers(0, 2**63))
         want = int(sampling.sample_tokens(logits[0, -1:], seeds=seed, sequences=5, positions=len(prompt) + n - 1,
                                           temperature=temperature, backend="reference")[0])
-        tokens = (1, 2, want)
+        tokens = (1, 3, want)  # 2 is the model's EOS: not before the last token
         p = _synthetic_sampling(bundle, task, logits, tokens, n - 1, seed)
         assert referee.decide(p) is False and not check_one_step(p).defendant_wrong, kind
         for other in {(want + 1) % v, (want + 7) % v, 0}:
             if other == want:
                 continue
-            p = _synthetic_sampling(bundle, task, logits, (1, 2, other), n - 1, seed)
+            p = _synthetic_sampling(bundle, task, logits, (1, 3, other), n - 1, seed)
             assert _agree(referee, p) is True, (kind, other)
 
 

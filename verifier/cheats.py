@@ -44,6 +44,7 @@ __all__ = [
     "ForgedTrace",
     "MismatchedServing",
     "BrokenWiring",
+    "TruncatedGeneration",
     "flip_low_bit",
     "forge_program_end",
     "make_cheater",
@@ -240,6 +241,20 @@ class WrongSeed(_Dishonest):
             if got != want:
                 return got
         return want
+
+
+class TruncatedGeneration(_Dishonest):
+    """Claims the honest generation without its last token, traced honestly: every
+    token is the sampler's, but the generation stops short of ``max_new_tokens``
+    without EOS (``generation_valid``). Not in :data:`CATALOGUE` (its lie is in no
+    record); the sampling one-step refutes it by the EOS rule."""
+
+    def __init__(self, honest_model: Any, private_key: Any, **kw: Any):
+        super().__init__(honest_model, private_key, honest_model, **kw)
+
+    def compute(self, task: Task, seed: int) -> Any:
+        tokens = super().compute(task, seed)
+        return tokens[:-1] if len(tokens) > 1 else tokens
 
 
 class _RewritesTrace(_Dishonest):

@@ -50,7 +50,13 @@ from refute.compute.merkle import (
     verify_range,
 )
 from refute.kernels import sampling
-from refute.compute.program import Program, ProgramError, check_against_template, verify_template
+from refute.compute.program import (
+    Program,
+    ProgramError,
+    check_against_template,
+    verify_model_digest,
+    verify_template,
+)
 from refute.compute.trace import (
     NODE_PREFIX,
     RecordProof,
@@ -315,7 +321,8 @@ def _task_roots(p: OneStepProof) -> dict[str, bytes]:
 
 def _check_template(p: OneStepProof) -> OneStepResult:
     try:
-        verify_template(p.claim.model_digest, p.identity, p.program_tree_root, p.template, p.template_proof)
+        verify_template(p.claim.model_digest, p.identity, p.program_tree_root, p.template, p.template_proof,
+                        eos_token_id=p.eos_token_id)
     except (ProgramError, TypeError, AttributeError) as e:
         return OneStepResult(False, f"template proof: {e}")
     if p.template.index != p.record.index:
@@ -347,6 +354,10 @@ def _check_sampling(p: OneStepProof) -> OneStepResult:
         return OneStepResult(False, "a sampling one-step needs a generation task")
     if p.task.digest() != p.claim.input_digest or p.task.output_digest(p.tokens) != p.claim.output_digest:
         return OneStepResult(False, "the task or tokens do not match the claim's digests")
+    try:  # the EOS rule uses the EOS the claim's model digest commits to
+        verify_model_digest(p.claim.model_digest, p.identity, p.program_tree_root, p.eos_token_id)
+    except (ProgramError, TypeError) as e:
+        return OneStepResult(False, f"model digest: {e}")
     problems = generation_valid(p.task, p.tokens, p.vocab_size, p.eos_token_id)
     if problems:
         return OneStepResult(True, "; ".join(problems))
@@ -448,14 +459,16 @@ def dispute(bundle: Bundle, defendant: Any, verifier: Any) -> Dispute:
     model = verifier.model(bundle)
     program = verifier.program(bundle)
     findings = verifier.structure(bundle)
-    claim_level = [f for f in findings if f.kind in ("signature", "model", "digest", "generation")]
+    claim_level = [f for f in findings if f.kind in ("signature", "model", "digest")]
     if claim_level:
         return Dispute("claim", None, None, 0, None, None, str(claim_level[0]))
-    mine, _ = record_run(model.ex, traced_forward, model, task, bundle.tokens)
     trace = bundle.trace
     base = dict(claim=claim, task=task, tokens=bundle.tokens)
-    if trace.root == mine.root:
-        # Same trace: only a token can be wrong.
+    structural = [f for f in findings if f.kind == "generation"]
+    mine = None if structural else record_run(model.ex, traced_forward, model, task, bundle.tokens)[0]
+    if mine is None or trace.root == mine.root:
+        # Same trace (only a token can be wrong), or tokens that break the generation's
+        # rules (length, vocabulary, EOS): the sampling one-step decides either.
         last = len(trace) - 1
         opened = _open(defendant, bundle, [last])
         if isinstance(opened, Dispute):
@@ -464,15 +477,17 @@ def dispute(bundle: Bundle, defendant: Any, verifier: Any) -> Dispute:
 
         want = expected_tokens(task, claim.seed, opened[last].output, len(bundle.tokens))
         j = next((j for j, (a, b) in enumerate(zip(bundle.tokens, want)) if a != b), None)
-        if j is None:
+        if j is None and not structural:
             return Dispute("none", None, None, 0, None, None, "the claim is right")
+        j = 0 if j is None else j
         tree = TensorTree.from_tensor(opened[last].output)
         v = model.config.vocab_size
         row = len(task.prompt_ids) - 1 + j
         proof = OneStepProof("sampling", record=trace[last], record_proof=trace.prove_record(last), element=j,
                              logits_row=tree.prove_range(row * v, (row + 1) * v), vocab_size=v,
-                             eos_token_id=model.config.eos_token_id, **base)
-        return Dispute("sampling", last, j, 0, proof, check_one_step(proof))
+                             eos_token_id=program.eos_token_id, identity=program.identity,
+                             program_tree_root=program.templates.root, **base)
+        return Dispute("sampling", last, j, 0, proof, check_one_step(proof), str(structural[0]) if structural else "")
     if len(trace) != len(mine):
         d, rounds = min(len(trace), len(mine)) - 1, 0
         d = next((i for i in range(min(len(trace), len(mine))) if trace.hashes[i] != mine.hashes[i]), d)
@@ -505,6 +520,7 @@ def template_one_step(bundle: Bundle, program: Program, index: int) -> OneStepPr
     sources = tuple((trace[i.source], trace.prove_record(i.source)) for i in trace[index].inputs if not i.external)
     return OneStepProof("template", record=trace[index], record_proof=trace.prove_record(index),
                         identity=program.identity, program_tree_root=program.templates.root,
+                        eos_token_id=program.eos_token_id,
                         template=program.template(index), template_proof=program.prove_template(index),
                         claim=bundle.claim, task=bundle.task, tokens=bundle.tokens, sources=sources)
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
+import {ModelDigest} from "./ModelDigest.sol";
 import {Claim} from "../ClaimRegistry.sol";
 import {Opening} from "../IReferee.sol";
 import {TensorMerkle} from "../TensorMerkle.sol";
@@ -20,18 +21,25 @@ import {GenerateTask} from "./GenerateTask.sol";
 ///      Reverts `Unsupported` for top-k / top-p (deciding those needs a proof of the
 ///      sorted order of the whole row) and for a token whose z = x / T is -inf when the
 ///      alternative's is -inf too (the row may then be all -inf, whose token is the
-///      argmax of x: that needs the whole row). EOS rules of `generation_valid` are not
-///      checked (the model's EOS id is not on chain); length and vocabulary are.
+///      argmax of x: that needs the whole row). The rules of `generation_valid` come
+///      first: length, EOS (from the model digest's preimage: `stop` = EOS + 1) and,
+///      once the logits header gives V, vocabulary; breaking one refutes the claim
+///      whatever token `j` is.
 contract SamplingOps {
     using SoftFloat for uint32;
 
-    /// @notice `task`: the task and tokens (checked against the claim's digests);
+    /// @notice `identity`, `templatesRoot`, `stop`: the claim's model digest's preimage
+    ///         (`ModelDigest`; `stop` = EOS + 1, 0 for none);
+    ///         `task`: the task and tokens (checked against the claim's digests);
     ///         `record`: the trace's last record, proven as record `count - 1` of
     ///         `claim.traceRoot` by `siblings`; `j`: the disputed token's index;
     ///         `alt`: the token the challenger says beats it; `tokenOpening` and
     ///         `altOpening`: elements (row, tokens[j]) and (row, alt) of the record's
     ///         output, f32 logits (1, T, V), row = P - 1 + j.
     struct Evidence {
+        bytes32 identity;
+        bytes32 templatesRoot;
+        uint64 stop;
         GenerateTask.Params task;
         bytes record;
         uint64 count;
@@ -82,9 +90,11 @@ contract SamplingOps {
     function check(Claim calldata claim, Evidence calldata ev) external pure returns (bool defendantWrong) {
         GenerateTask.Params memory p = ev.task;
         GenerateTask.checkDigests(p, claim.inputDigest, claim.outputDigest);
+        ModelDigest.check(claim.modelDigest, ev.identity, ev.templatesRoot, ev.stop);
         bytes32 output = _lastOutput(claim.traceRoot, ev);
         uint256 n = p.tokens.length;
         if (n == 0 || n > p.maxNewTokens) return true; // generation_valid: length
+        if (ev.stop != 0 && _breaksEos(p.tokens, n, p.maxNewTokens, int64(ev.stop - 1))) return true;
         if (ev.j >= n) revert BadLogits();
         Draw memory d;
         d.seed = claim.seed;
@@ -101,6 +111,15 @@ contract SamplingOps {
         d.xt = _tokenLogit(output, ev, d, p.prompt.length - 1 + ev.j);
         d.pos = p.prompt.length + ev.j;
         return _beats(p, d);
+    }
+
+    /// @dev generation_valid's EOS rules: no token after EOS, and fewer than
+    /// `maxNewTokens` tokens only if the last is EOS.
+    function _breaksEos(int64[] memory tokens, uint256 n, uint256 maxNew, int64 eos) private pure returns (bool) {
+        for (uint256 i = 0; i + 1 < n; i++) {
+            if (tokens[i] == eos) return true;
+        }
+        return n < maxNew && tokens[n - 1] != eos;
     }
 
     /// @dev The last record's output root, after its proof against the trace root.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
+import {ModelDigest} from "./ModelDigest.sol";
 import {Claim} from "../ClaimRegistry.sol";
 import {RecordCodec} from "../RecordCodec.sol";
 import {GenerateTask} from "./GenerateTask.sol";
@@ -18,8 +19,9 @@ import {GenerateTask} from "./GenerateTask.sol";
 ///      calldata). Embedding claims (task 2) revert `Unsupported`: their task tensors
 ///      come from the MiniLM tokenizer, which has no on-chain twin.
 contract TemplateOps {
-    /// @notice `identity` and `templatesRoot` (the templates' trace root,
-    ///         `program.templates.root`) are the model digest's preimage; `template`
+    /// @notice `identity`, `templatesRoot` (the templates' trace root,
+    ///         `program.templates.root`) and `stop` (EOS + 1, 0 for none) are the model
+    ///         digest's preimage (`ModelDigest`); `template`
     ///         (canonical encoding) is proven as record `template.index` of
     ///         `templateCount` with `templateSiblings`; `task` is the task and tokens;
     ///         `sources` are the records producing the disputed record's internal
@@ -28,6 +30,7 @@ contract TemplateOps {
     struct Evidence {
         bytes32 identity;
         bytes32 templatesRoot;
+        uint64 stop;
         bytes template;
         uint64 templateCount;
         bytes32[] templateSiblings;
@@ -46,8 +49,6 @@ contract TemplateOps {
 
     /// @notice Only generation claims are decided here.
     error Unsupported();
-    /// @notice identity and templatesRoot do not hash to the claim's model digest.
-    error ModelDigestMismatch();
     /// @notice The template is not the disputed record's (indices differ).
     error WrongTemplate(uint64 template, uint64 record);
     /// @notice The evidence gives `given` source records for `needed` internal inputs.
@@ -75,10 +76,7 @@ contract TemplateOps {
         bytes calldata record,
         Evidence calldata ev
     ) external pure returns (bool defendantWrong) {
-        bytes32 programRoot = keccak256(abi.encodePacked(bytes1(0x24), ev.templatesRoot));
-        if (keccak256(abi.encodePacked(bytes1(0x30), ev.identity, programRoot)) != modelDigest) {
-            revert ModelDigestMismatch();
-        }
+        ModelDigest.check(modelDigest, ev.identity, ev.templatesRoot, ev.stop);
         RecordCodec.Record memory t = RecordCodec.decode(ev.template);
         RecordCodec.verifyRecord(ev.templatesRoot, keccak256(ev.template), t.index, ev.templateCount, ev.templateSiblings);
         RecordCodec.Record memory r = RecordCodec.decode(record);
