@@ -66,9 +66,14 @@ def section() -> str:
         out.append("- **On-chain numerics** (execution gas): " + ", ".join(f"{k} {rows[k]:,}" for k in picks) + ".")
     r = _load("referee_gas.json")
     if r:
-        rows = ", ".join(f"{d['kind']} {d['size']} {d['gas'] / 1e6:.2f}M" for d in r["decideCompute"])
-        over = sum(not d["within_target"] for d in r["decideCompute"])
-        out.append(f"- **One-step gas** (target {r['target_gas'] / 1e6:.1f}M; {over} over): {rows}.")
+        progs = r.get("programStep", [])
+        programmed = {p["kind"] for p in progs}
+        direct = [d for d in r["decideCompute"] if d["kind"] not in programmed]
+        rows = ", ".join(f"{d['kind']} {d['size']} {d['gas'] / 1e6:.2f}M" for d in direct)
+        steps = ", ".join(f"{p['kind']} {p['size']} {p['max_gas'] / 1e6:.2f}M" for p in progs)
+        over = sum(not d["within_target"] for d in direct) + sum(not p["within_target"] for p in progs)
+        out.append(f"- **One-step gas** (target {r['target_gas'] / 1e6:.1f}M; {over} over): {rows}; "
+                   f"element-program steps (largest): {steps}.")
     r = _load("game_gas.json")
     if r:
         a, t = r["add"], r["attention"]

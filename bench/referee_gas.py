@@ -8,7 +8,11 @@ execution gas (total - 21,000 - calldata), and attention's gas against the numbe
 keys T. Also ``decideTemplate`` (synthetic one-template programs whose records bind the
 task inputs, at prompt + generated lengths up to 512 + 64) and ``decideSampling``
 (compact evidence on a one-record trace of (1, T, 49152) logits: SmolLM2's vocabulary;
-greedy and Gumbel-max). Usage: ``python bench/referee_gas.py``.
+greedy and Gumbel-max), and ``programStep`` of the element programs that replace
+the direct one-step where it grows with the row: attention over 576 keys (a
+512 + 64 token context) and log_softmax over SmolLM2's 49,152 logits, each step
+kind measured (docs/protocol.md, "Element programs").
+Usage: ``python bench/referee_gas.py``.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from refute.compute.merkle import TensorTree, tensor_root
 from refute.compute.trace import Trace, TraceInput, TraceRecord
 from refute.compute.claims import Claim
 from refute.compute.merkle import keccak256
-from refute.compute.program import EXTERNAL, MODEL_PREFIX, PROGRAM_PREFIX, ZERO_ROOT, input_binding
-from refute.contracts.referee import RefereeContract
+from refute.compute.program import EXTERNAL, PROGRAM_PREFIX, ZERO_ROOT, input_binding, model_digest_of
+from refute.contracts.referee import RefereeContract, step_openings
+from refute.verifier import programs
 from refute.kernels import sampling
 from refute.verifier.dispute import OneStepProof, check_one_step, element_inputs
 from refute.verifier.tasks import GenerateTask
@@ -116,7 +121,7 @@ def template_case(kind: str, prompt_len: int, n: int, rng: np.random.Generator) 
     templates = Trace([tmpl] if idx == 0 else [stmpl, tmpl])
     trace = Trace(records)
     identity = bytes([3]) * 32
-    md = keccak256(MODEL_PREFIX + identity + keccak256(PROGRAM_PREFIX + templates.root))
+    md = model_digest_of(identity, keccak256(PROGRAM_PREFIX + templates.root), None)
     claim = Claim.create(**{**BASE_CLAIM, "model_digest": md, "input_digest": task.digest(),
                             "output_digest": task.output_digest(tokens), "trace_root": trace.root})
     sources = tuple((trace[i.source], trace.prove_record(i.source)) for i in rec.inputs if not i.external)
@@ -136,12 +141,14 @@ def sampling_case(temperature: float, prompt_len: int, n: int, rng: np.random.Ge
     r = TraceRecord(0, "linear", {"slices": 2}, [TraceInput("x", bytes(32)), TraceInput("weight", bytes(32))],
                     tensor_root(logits))
     trace = Trace([r])
-    claim = Claim.create(**{**BASE_CLAIM, "input_digest": task.digest(), "output_digest": task.output_digest(tokens),
-                            "trace_root": trace.root})
+    identity, templates_root = bytes([3]) * 32, bytes([4]) * 32
+    md = model_digest_of(identity, keccak256(PROGRAM_PREFIX + templates_root), None)
+    claim = Claim.create(**{**BASE_CLAIM, "model_digest": md, "input_digest": task.digest(),
+                            "output_digest": task.output_digest(tokens), "trace_root": trace.root})
     row = prompt_len + n - 2
     return OneStepProof("sampling", claim, r, trace.prove_record(0), element=n - 1,
                         logits_row=TensorTree.from_tensor(logits).prove_range(row * v, (row + 1) * v), vocab_size=v,
-                        task=task, tokens=tokens)
+                        task=task, tokens=tokens, identity=identity, program_tree_root=templates_root)
 
 
 def decide_rows(ref: RefereeContract, rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
@@ -165,6 +172,45 @@ def decide_rows(ref: RefereeContract, rng: np.random.Generator) -> tuple[list[di
     return tmpl, samp
 
 
+def program_rows(ref: RefereeContract, rng: np.random.Generator) -> list[dict]:
+    """Gas of one program step per pass (the largest is the one that matters)."""
+    def f(*shape: int) -> torch.Tensor:
+        return torch.from_numpy(rng.normal(size=shape).astype(np.float32))
+
+    s = 576
+    att = ("attention", "T=576 (512+64)", {"causal": True, "num_heads": 9, "num_kv_heads": 3, "scale": 0.125,
+                                            "slices": 2},
+           {"q": 2 * f(1, 1, 576), "k": f(1, s, 192), "v": f(1, s, 192), "key_mask": torch.ones(1, s, dtype=torch.bool),
+            "q_positions": torch.tensor([[s - 1]]), "k_positions": torch.arange(s).reshape(1, s)}, 3 * 64 + 17)
+    lsm = ("log_softmax", "V=49152", {}, {"x": 4 * f(1, 49152)}, 31_337)
+    rows = []
+    for kind, size, attrs, inputs, e in (att, lsm):
+        out = OPERATORS[kind](**inputs, **attrs, backend="reference")
+        r = TraceRecord(0, kind, attrs, [TraceInput(n, tensor_root(t)) for n, t in inputs.items()], tensor_root(out))
+        states = programs.program_states(kind, attrs, inputs, e)
+        n = len(states) - 1
+        shapes = {k: tuple(t.shape) for k, t in inputs.items()}
+        first_of_pass: dict[int, int] = {}
+        for k in range(n):
+            first_of_pass.setdefault(_pass_of(kind, shapes, k), k)
+        picks = sorted({*first_of_pass.values(), n - 1})  # the first step of each pass, and the last step
+        gases = []
+        for k in picks:
+            ops = step_openings(r, inputs, e, k)
+            assert ref.program_step(r, e, k, states[k], ops) == programs.state_hash(states[k + 1])
+            gases.append(ref.program_step_gas(r, e, k, states[k], ops))
+        rows.append({"kind": kind, "size": size, "steps": n, "measured_steps": picks, "gas": gases,
+                     "max_gas": max(gases), "within_target": max(gases) <= TARGET})
+        print(f"program {kind:13s} {size:16s} {n:>6d} steps, max {max(gases):>10,d}", file=sys.stderr)
+    return rows
+
+
+def _pass_of(kind: str, shapes: dict, step: int) -> int:
+    if kind == "attention":
+        return step // -(-shapes["k"][1] // programs.KEYS_PER_STEP)
+    return min(step // -(-shapes["x"][-1] // programs.ROW_PER_STEP), programs.ROW_PASSES)
+
+
 def main() -> int:
     rng = np.random.default_rng(0)
     ref = RefereeContract()
@@ -178,9 +224,10 @@ def main() -> int:
                      "within_target": total <= TARGET, "seconds_py_evm": round(time.perf_counter() - t0, 2)})
         print(f"{kind:13s} {size:22s} {total:>10,d} {execution:>10,d}", file=sys.stderr)
     tmpl, samp = decide_rows(ref, rng)
+    progs = program_rows(ref, rng)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"target_gas": TARGET, "decideCompute": rows, "decideTemplate": tmpl,
-                               "decideSampling": samp}, indent=1) + "\n")
+                               "decideSampling": samp, "programStep": progs}, indent=1) + "\n")
     print(f"wrote {OUT}", file=sys.stderr)
     return 0
 
