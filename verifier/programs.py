@@ -56,7 +56,8 @@ from refute.kernels.gemm_reference import gemm_reference, images, product_shift
 from refute.kernels.mathlib_reference import exp, log
 from refute.kernels.reduce_reference import FRAC_BITS, row_max
 
-__all__ = ["PROGRAM_KINDS", "KEYS_PER_STEP", "PASSES", "STATE_WORDS", "ProgramError", "StepProof", "StepResult",
+__all__ = ["PROGRAM_KINDS", "KEYS_PER_STEP", "PASSES", "ROW_PER_STEP", "ROW_PASSES", "STATE_WORDS", "ProgramError",
+           "StepProof", "StepResult",
            "has_program", "prefers_program", "program_length", "start_state", "step_inputs", "run_step",
            "program_output", "program_states", "state_hash", "check_step"]
 
