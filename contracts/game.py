@@ -34,11 +34,11 @@ from typing import Any
 from web3.logs import DISCARD
 
 from refute.compute.claims import Claim, ClaimRound, SignedClaim
-from refute.compute.merkle import CHUNK_BYTES, EMPTY, TensorTree
+from refute.compute.merkle import CHUNK_BYTES, TensorTree
 from refute.compute.trace import Trace
 from refute.contracts.build import ARTIFACT_DIR, load_artifact
 from refute.contracts.client import Chain, ChainError, ContractError, Deployment, Tx, _addr, claim_tuple
-from refute.contracts.referee import input_heads, step_openings
+from refute.contracts.referee import input_heads, range_openings, step_openings
 from refute.verifier import programs
 
 __all__ = ["State", "GameParams", "GameSystem", "Defendant", "Challenger", "GameResult", "play", "openings_for",
@@ -101,10 +101,6 @@ def _tree_depth(count: int) -> int:
 def trace_tree_root(trace: Trace) -> bytes:
     """The tree root under a trace root (``trace_root = H(0x23 || u64 count || tree_root)``)."""
     return trace.node(_tree_depth(len(trace)), 0)
-
-
-def _data_root(tree: TensorTree) -> bytes:
-    return tree.node(tree.header.depth, 0) if tree.header.n_chunks else EMPTY
 
 
 def _chunk(tree: TensorTree, c: int) -> bytes:
@@ -401,7 +397,7 @@ class Defendant:
         rec = self._record_index(sys, gid)
         tree = self._tree(rec)
         if st == State.HEADER_D:
-            return sys.reveal_header(a, gid, tree.header.encode(), _data_root(tree))
+            return sys.reveal_header(a, gid, tree.header.encode(), tree.data_root)
         if st == State.TENSOR_BISECT_D:
             return sys.reveal_children(a, gid, tree.node(level - 1, 2 * index), tree.node(level - 1, 2 * index + 1))
         if st == State.CHUNK_D:
@@ -474,7 +470,7 @@ class Challenger:
         rec = self._record_index(sys, gid)
         tree = self._tree(rec)
         if st == State.HEADER_C:
-            return sys.reveal_header_c(a, gid, tree.header.encode(), _data_root(tree))
+            return sys.reveal_header_c(a, gid, tree.header.encode(), tree.data_root)
         if st == State.CHUNK_C:
             cd = sys.last_event("ChunkRevealed", gid)["chunk"]
             return sys.reveal_chunk_c(a, gid, cd, _chunk(tree, index))
@@ -515,12 +511,7 @@ def openings_for(record: Any, opened: Any, element: int) -> list[tuple]:
         dim = opened.output.shape[-1]
         tid = int(opened.inputs["ids"].reshape(-1)[element // dim])
         need["table"] = (tid * dim + element % dim, tid * dim + element % dim + 1)
-    out = []
-    for inp in record.inputs:
-        a, b = need[inp.name]
-        p = TensorTree.from_tensor(opened.inputs[inp.name]).prove_range(a, b)
-        out.append((p.header.encode(), p.start, p.stop, p.chunks, [bytes(s) for s in p.siblings]))
-    return out
+    return range_openings(record, opened.inputs, need)
 
 
 # --------------------------------------------------------------------------- the game loop

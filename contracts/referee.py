@@ -35,8 +35,8 @@ from refute.compute.merkle import CHUNK_BYTES, LEAF_PREFIX, NODE_PREFIX, Element
 from refute.contracts.build import ARTIFACT_DIR, load_artifact
 from refute.contracts.client import claim_tuple
 
-__all__ = ["RefereeContract", "RefereeError", "compute_args", "template_evidence", "sampling_evidence", "step_openings",
-           "input_heads",
+__all__ = ["RefereeContract", "RefereeError", "compute_args", "template_evidence", "sampling_evidence", "range_openings",
+           "step_openings", "input_heads",
            "element_from_range", "sampling_alternative", "CALL_GAS", "TEMPLATE_EVIDENCE", "SAMPLING_EVIDENCE"]
 
 #: Gas given to every eth_call (free on the in-process chain; far above any one-step).
@@ -96,34 +96,29 @@ def compute_args(proof: Any) -> tuple[bytes, bytes, int, bytes, list[tuple]]:
     return r.encode(), o.header.encode(), int(proof.element), _element_bytes(o), openings
 
 
+def range_openings(record: Any, inputs: dict[str, Any], need: dict[str, tuple[int, int]]) -> list[tuple]:
+    """The ``Opening`` structs of ``record``'s inputs, in record order: input ``n``'s
+    elements ``need[n]`` proven from the whole tensor ``inputs[n]``."""
+    from refute.compute.merkle import TensorTree
+
+    return [_opening(TensorTree.from_tensor(inputs[i.name]).prove_range(*need[i.name])) for i in record.inputs]
+
+
 def step_openings(record: Any, inputs: dict[str, Any], element: int, step: int) -> list[tuple]:
     """The ``Opening`` structs of step ``step`` of element ``element``'s program, from
     whole input tensors ``inputs`` (by name), in record order."""
-    import torch
-
-    from refute.compute.merkle import TensorTree
     from refute.verifier.programs import step_inputs
 
     shapes = {n: tuple(t.shape) for n, t in inputs.items()}
-    need = step_inputs(record.kind, record.attr_dict(), shapes, element, step)
-    out = []
-    for inp in record.inputs:
-        t = inputs[inp.name]
-        a, b = need[inp.name]
-        out.append(_opening(TensorTree.from_tensor(t if isinstance(t, torch.Tensor) else torch.as_tensor(t))
-                            .prove_range(a, b)))
-    return out
+    return range_openings(record, inputs, step_inputs(record.kind, record.attr_dict(), shapes, element, step))
 
 
 def input_heads(record: Any, inputs: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     """The ``InputHead`` structs (header, data root) of ``record``'s inputs, record order."""
-    from refute.compute.merkle import EMPTY, TensorTree
+    from refute.compute.merkle import TensorTree
 
-    out = []
-    for inp in record.inputs:
-        tree = TensorTree.from_tensor(inputs[inp.name])
-        out.append((tree.header.encode(), tree.node(tree.header.depth, 0) if tree.header.n_chunks else EMPTY))
-    return out
+    trees = [TensorTree.from_tensor(inputs[i.name]) for i in record.inputs]
+    return [(t.header.encode(), t.data_root) for t in trees]
 
 
 def _stop(proof: Any) -> int:
@@ -234,6 +229,7 @@ class RefereeContract:
         art = load_artifact("Referee", artifact_dir)
         self.address = self._deploy(art, *ops)
         self.contract = w3.eth.contract(address=self.address, abi=art.abi)
+        self._program_referee: Any = None
         self._errors = {}
         for name in ("Referee", *_OPS):
             for e in load_artifact(name, artifact_dir).abi:
@@ -279,8 +275,10 @@ class RefereeContract:
             raise self._error(e) from None
 
     def _programs(self) -> Any:
-        art = load_artifact("ProgramReferee")
-        return self.w3.eth.contract(address=self.contract.functions.programReferee().call(), abi=art.abi)
+        if self._program_referee is None:
+            address = self.contract.functions.programReferee().call()
+            self._program_referee = self.w3.eth.contract(address=address, abi=load_artifact("ProgramReferee").abi)
+        return self._program_referee
 
     def _call(self, fn: Any) -> Any:
         try:

@@ -394,7 +394,7 @@ def forge_program_end(attrs: dict[str, Any], honest_end: bytes, target: bytes) -
     wrong attention element posts this at ``postProgramEnd`` and keeps the honest
     states elsewhere; the program bisection then ends at the last step, which the
     referee refutes."""
-    words = [int.from_bytes(honest_end[i:i + 32], "big", signed=True) for i in range(0, len(honest_end), 32)]
+    words = programs.decode_state(honest_end)
     value = Fraction(float(np.frombuffer(target, dtype=np.float32)[0]))
     field = (words[6] >> 23) & 0xFF
     for lower in range(min(field, 40)):
@@ -403,7 +403,7 @@ def forge_program_end(attrs: dict[str, Any], honest_end: bytes, target: bytes) -
         guess = round(value / scale)
         for p_sum in (guess, guess - 1, guess + 1):
             words[7] = p_sum
-            state = b"".join(w.to_bytes(32, "big", signed=True) for w in words)
+            state = programs.encode_state(words)
             if programs.program_output("attention", attrs, state) == target:
                 return state
     raise ValueError("no final state gives that element")

@@ -72,7 +72,7 @@ from refute.verifier.prover import Bundle, Opened, capture_records, traced_forwa
 from refute.verifier.tasks import GenerateTask, Task, TaskError, generation_valid
 
 __all__ = ["OneStepProof", "OneStepResult", "Dispute", "bisect_records", "bisect_tensor", "element_inputs",
-           "dispute", "check_one_step", "compute_one_step", "template_one_step", "open_own"]
+           "dispute", "check_one_step", "decode_elements", "compute_one_step", "template_one_step", "open_own"]
 
 
 # --------------------------------------------------------------------------- one-step
@@ -120,7 +120,8 @@ class OneStepResult:
     reason: str
 
 
-def _decode(raw: bytes, header: Header, count: int) -> torch.Tensor:
+def decode_elements(raw: bytes, header: Header, count: int) -> torch.Tensor:
+    """The first ``count`` elements of opened bytes ``raw`` as a tensor of ``header``'s dtype."""
     dt = DTYPES[header.dtype].torch_dtype
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dt)[:count].clone() if raw else torch.empty(0, dtype=dt)
 
@@ -269,7 +270,7 @@ def _check_compute(p: OneStepProof) -> OneStepResult:
             raw = verify_range(roots[name], o)
         except ProofError as e:
             return OneStepResult(False, f"input {name}: {e}")
-        values[name] = _decode(raw, o.header, o.stop - o.start)
+        values[name] = decode_elements(raw, o.header, o.stop - o.start)
     want_header = _output_header(r.kind, r.attr_dict(), headers)
     op = p.output_opening
     if op is None or not isinstance(op, ElementProof):
@@ -375,7 +376,7 @@ def _check_sampling(p: OneStepProof) -> OneStepResult:
         raw = verify_range(p.record.output, o)
     except ProofError as e:
         return OneStepResult(False, f"logits row: {e}")
-    logits = _decode(raw, o.header, p.vocab_size).reshape(1, p.vocab_size)
+    logits = decode_elements(raw, o.header, p.vocab_size).reshape(1, p.vocab_size)
     t = p.task
     want = int(sampling.sample_tokens(logits, seeds=p.claim.seed, sequences=t.sequence,
                                       positions=len(t.prompt_ids) + j, temperature=t.temperature, top_k=t.top_k,

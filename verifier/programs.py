@@ -47,7 +47,7 @@ from typing import Any, Final
 import numpy as np
 import torch
 
-from refute.compute.merkle import Header, ProofError, RangeProof, keccak256, verify_range
+from refute.compute.merkle import ProofError, RangeProof, keccak256, verify_range
 from refute.compute.trace import RecordProof, TraceError, TraceRecord, verify_record
 from refute.kernels import softmax_reference
 from refute.kernels.attention_reference import NO_KEY_EXP, NONFINITE_EXP, value_exponents
@@ -55,11 +55,12 @@ from refute.kernels.bits_reference import bits_f32, exponent_of, f32_bits, ldexp
 from refute.kernels.gemm_reference import gemm_reference, images, product_shift
 from refute.kernels.mathlib_reference import exp, log
 from refute.kernels.reduce_reference import FRAC_BITS, row_max
+from refute.verifier.dispute import decode_elements
 
 __all__ = ["PROGRAM_KINDS", "KEYS_PER_STEP", "PASSES", "ROW_PER_STEP", "ROW_PASSES", "STATE_WORDS", "ProgramError",
            "StepProof", "StepResult",
            "has_program", "prefers_program", "program_length", "start_state", "step_inputs", "run_step",
-           "program_output", "program_states", "state_hash", "check_step"]
+           "program_output", "program_states", "state_hash", "encode_state", "decode_state", "check_step"]
 
 #: Operator kinds with an element program.
 PROGRAM_KINDS: Final = frozenset({"attention", "log_softmax"})
@@ -225,11 +226,13 @@ def step_inputs(kind: str, attrs: dict[str, Any], shapes: dict[str, tuple[int, .
 # --------------------------------------------------------------------------- states
 
 
-def _encode(words: list[int]) -> bytes:
+def encode_state(words: list[int]) -> bytes:
+    """A state's 256 bytes from its eight words."""
     return b"".join(int(w).to_bytes(32, "big", signed=True) for w in words)
 
 
-def _decode(state: bytes) -> list[int]:
+def decode_state(state: bytes) -> list[int]:
+    """A state's eight words; :class:`ProgramError` unless in ProgramReferee's ranges."""
     if not isinstance(state, (bytes, bytearray)) or len(state) != 32 * STATE_WORDS:
         raise ProgramError(f"a state is {32 * STATE_WORDS} bytes")
     w = [int.from_bytes(state[i:i + 32], "big", signed=True) for i in range(0, len(state), 32)]
@@ -244,7 +247,7 @@ def start_state(kind: str = "attention") -> bytes:
     """``S_0``: m = −inf, G = −127 (no kept key yet), every flag and sum 0."""
     if kind not in PROGRAM_KINDS:
         raise ProgramError(f"operator {kind!r} has no element program")
-    return _encode([_NEG_INF_BITS, NO_KEY_EXP, 0, 0, 0, 0, 0, 0])
+    return encode_state([_NEG_INF_BITS, NO_KEY_EXP, 0, 0, 0, 0, 0, 0])
 
 
 def state_hash(state: bytes) -> bytes:
@@ -396,17 +399,17 @@ def run_step(kind: str, attrs: dict[str, Any], shapes: dict[str, tuple[int, ...]
     """``S_{step+1}`` from ``S_step`` and the step's slices ``values`` (the ranges
     of :func:`step_inputs`, flat)."""
     p = _problem(kind, attrs, shapes, e)
-    words = _decode(state)
+    words = decode_state(state)
     if isinstance(p, _LogSoftmax):
-        return _encode(_log_softmax_step(p, step, words, _np_values(values, ("x",))["x"]))
-    return _encode(_attention_step(p, step, words, _np_values(values, _INPUTS)))
+        return encode_state(_log_softmax_step(p, step, words, _np_values(values, ("x",))["x"]))
+    return encode_state(_attention_step(p, step, words, _np_values(values, _INPUTS)))
 
 
 def program_output(kind: str, attrs: dict[str, Any], state: bytes) -> bytes:
     """The element's 4 little-endian bytes that final state ``state`` gives."""
     if kind not in PROGRAM_KINDS:
         raise ProgramError(f"operator {kind!r} has no element program")
-    m_bits, big_g, e_flags, e_max, e_sum, p_flags, p_max, p_sum = _decode(state)
+    m_bits, big_g, e_flags, e_max, e_sum, p_flags, p_max, p_sum = decode_state(state)
     if kind == "log_softmax":
         return (p_sum & 0xFFFFFFFF).to_bytes(4, "little")
     slices = int(attrs["slices"])
@@ -487,7 +490,7 @@ def check_step(proof: Any) -> StepResult:
             except ProofError as err:
                 return StepResult(False, f"input {name}: {err}")
             shapes[name] = o.header.shape
-            values[name] = _decode_slice(raw, o.header, o.stop - o.start)
+            values[name] = decode_elements(raw, o.header, o.stop - o.start).numpy()
         attrs = r.attr_dict()
         need = step_inputs(r.kind, attrs, shapes, proof.element, proof.step)
         for name, (a, b) in need.items():
@@ -500,10 +503,3 @@ def check_step(proof: Any) -> StepResult:
         return StepResult(False, f"step {proof.step} of element {proof.element} is right")
     except Exception as err:  # totality: evidence that breaks the checker is the challenger's fault
         return StepResult(False, f"malformed step proof: {type(err).__name__}: {err}")
-
-
-def _decode_slice(raw: bytes, header: Header, count: int) -> np.ndarray:
-    dt = {"f32": np.float32, "i64": np.int64, "bool": np.bool_, "i32": np.int32}.get(header.dtype)
-    if dt is None:
-        raise ProgramError(f"dtype {header.dtype} is not an attention input's")
-    return np.frombuffer(bytes(raw), dtype=dt)[:count].copy()

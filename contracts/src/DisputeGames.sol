@@ -588,10 +588,7 @@ contract DisputeGames {
     function oneStep(uint256 gameId, bytes calldata record, bytes calldata header, Opening[] calldata openings)
         external
     {
-        Game storage g = _move(gameId, State.OneStep, false);
-        if (address(referee) == address(0)) revert NoReferee();
-        if (keccak256(record) != g.recordHashD) revert BadOpening("record");
-        if (keccak256(header) != g.headerHashD) revert BadOpening("header");
+        Game storage g = _oneStepMove(gameId, record, header);
         bytes memory committed = _committedBytes(g);
         bool wrong = referee.decideCompute(record, header, g.index, committed, openings);
         _resolve(gameId, g, !wrong, "compute one-step");
@@ -605,10 +602,7 @@ contract DisputeGames {
     function openProgram(uint256 gameId, bytes calldata record, bytes calldata header, InputHead[] calldata heads)
         external
     {
-        Game storage g = _move(gameId, State.OneStep, false);
-        if (address(referee) == address(0)) revert NoReferee();
-        if (keccak256(record) != g.recordHashD) revert BadOpening("record");
-        if (keccak256(header) != g.headerHashD) revert BadOpening("header");
+        Game storage g = _oneStepMove(gameId, record, header);
         (bool headerWrong, uint64 steps, bytes32 start) =
             referee.programReferee().programOf(record, header, g.index, heads);
         if (headerWrong) return _resolve(gameId, g, false, "program output header");
@@ -729,6 +723,18 @@ contract DisputeGames {
         if (block.timestamp >= deadline && block.timestamp >= cs.reopenUntil) {
             revert ChallengeWindowOver(h, deadline > cs.reopenUntil ? deadline : cs.reopenUntil);
         }
+    }
+
+    /// @dev The challenger's move in `OneStep` (one-step or program): a referee exists and
+    ///      `record` and `header` are the defendant's disputed record and output header.
+    function _oneStepMove(uint256 gameId, bytes calldata record, bytes calldata header)
+        internal
+        returns (Game storage g)
+    {
+        g = _move(gameId, State.OneStep, false);
+        if (address(referee) == address(0)) revert NoReferee();
+        if (keccak256(record) != g.recordHashD) revert BadOpening("record");
+        if (keccak256(header) != g.headerHashD) revert BadOpening("header");
     }
 
     /// @dev Sections of a program round: min(PROGRAM_SECTIONS, hi - lo), at least 2 here.
