@@ -273,19 +273,19 @@ class VerifierNode:
             bundle = self.env.loop.run(fetch_bundle(self.env.peer, remote.peer_id, h, check_wiring=False), timeout=90)
             if bundle.signed.to_bytes() != signed.to_bytes():
                 raise BundleError("the served bundle's claim is not the announced one")
+            started = time.perf_counter()
+            if self.config.replay_mode == "full":
+                verdict = self.verifier.full_replay(bundle)
+            else:  # a prover that left mid-replay is unavailable, not refuted
+                verdict = self.verifier.spot_replay(bundle, remote, self.config.spot_ops, random.Random(seed),
+                                                    unreachable=(TransportError, TimeoutError))
         except (TransportError, BundleError, TimeoutError) as e:
             n = self._fetch_failures[h] = self._fetch_failures.get(h, 0) + 1
-            log.warning("claim 0x%s…: cannot fetch its bundle (attempt %d): %s", h.hex()[:12], n, e)
+            log.warning("claim 0x%s…: cannot fetch its bundle or tensors (attempt %d): %s", h.hex()[:12], n, e)
             if n >= FETCH_ATTEMPTS:
                 self.state.set_claim_status(h, "unavailable", str(e))
                 self.metrics.inc("claims_unavailable_total")
             return
-        started = time.perf_counter()
-        try:
-            if self.config.replay_mode == "full":
-                verdict = self.verifier.full_replay(bundle)
-            else:
-                verdict = self.verifier.spot_replay(bundle, remote, self.config.spot_ops, random.Random(seed))
         except Exception as e:  # noqa: BLE001 (recorded once; a claim that breaks the replay is not retried forever)
             log.exception("claim 0x%s…: the replay failed", h.hex()[:12])
             self.state.set_claim_status(h, "error", f"{type(e).__name__}: {e}"[:2000])

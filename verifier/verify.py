@@ -185,11 +185,14 @@ class Verifier:
 
     # ---- spot replay
 
-    def spot_replay(self, bundle: Bundle, source: Any, k: int, rng: random.Random | None = None) -> Verdict:
+    def spot_replay(self, bundle: Bundle, source: Any, k: int, rng: random.Random | None = None, *,
+                    unreachable: tuple[type[BaseException], ...] = ()) -> Verdict:
         """Structure, every token from the committed logits, and ``k`` sampled
         records recomputed from tensors ``source`` (the prover: anything with
         :meth:`Prover.open`) serves. ``rng`` defaults to OS randomness, which
-        the prover could not predict when it committed."""
+        the prover could not predict when it committed. An exception of a type in
+        ``unreachable`` from ``source.open`` (the prover could not be reached at
+        all, say it left the swarm) propagates instead of refuting the claim."""
         rng = rng if rng is not None else random.SystemRandom()
         verdict = Verdict(checked=["structure"])
         verdict.findings = self.structure(bundle)
@@ -201,6 +204,8 @@ class Verifier:
         wanted = set(sample) | ({last} if isinstance(task, GenerateTask) else set())
         try:
             opened = source.open(bundle, wanted)
+        except unreachable:
+            raise
         except Exception as e:  # a prover that cannot answer loses; say why
             verdict.findings.append(Finding("serving", f"the prover could not open records: {type(e).__name__}: {e}"))
             return verdict
