@@ -3,7 +3,12 @@
 1. Tensor roots of a SmolLM2-135M forward (``--tokens`` tokens) against the
    forward itself: :func:`refute.compute.trace.bench_trace_overhead` (untraced,
    traced with roots hashed inline, traced with roots hashed on a worker
-   thread; weights' roots cached, as a prover's are after its first claim).
+   thread; weights' roots cached, as a prover's are after its first claim), and
+   the floor any per-operator commitment has on this CPU: the activation bytes
+   over the tree hasher's measured one-thread rate times the threads, as if
+   hashing had every core to itself after the forward and scaled perfectly;
+   and the same with keccak's own limit, one permutation per 136 bytes
+   whatever the chunk size.
 2. Proof sizes: for one record of every operator kind in a real generation
    trace, the bytes of the one-step's openings (the defendant's element proof,
    the challenger's input range proofs, the record proof).
@@ -25,9 +30,10 @@ import time
 from pathlib import Path
 
 import refute.kernels  # noqa: F401  (before triton)
+import torch
 from refute.compute.executor import Executor
 from refute.compute.llama import smollm2
-from refute.compute.merkle import CHUNK_BYTES
+from refute.compute.merkle import CHUNK_BYTES, tensor_root
 from refute.compute.trace import bench_trace_overhead
 from refute.verifier import cheats
 from refute.verifier.dispute import compute_one_step, dispute
@@ -43,6 +49,34 @@ def proof_bytes(p) -> dict[str, int]:
     ins = sum(len(o.chunks) + 32 * len(o.siblings) for o in p.input_openings.values())
     rec = len(p.record.encode()) + 32 * len(p.record_proof.siblings)
     return {"output_opening": out, "input_openings": ins, "record_and_proof": rec, "total": out + ins + rec}
+
+
+def commitment_floor(activation_bytes: int, forward_s: float, sample_mib: int = 32) -> dict[str, float]:
+    """The least time hashing ``activation_bytes`` can add to a forward of ``forward_s``
+    seconds, from the tree hasher's one-thread rate measured now (CPU time, best of 5,
+    over ``sample_mib`` MiB): the bytes spread over every thread at that rate, and the
+    same at keccak's limit of one permutation per 136 bytes (a chunk so large that
+    leaf padding and inner nodes cost nothing)."""
+    threads = torch.get_num_threads()
+    data = torch.randint(-(2**31), 2**31 - 1, (sample_mib << 18,), dtype=torch.int32)
+    best = float("inf")
+    torch.set_num_threads(1)
+    try:
+        for _ in range(5):
+            t0 = time.thread_time()
+            tensor_root(data)
+            best = min(best, time.thread_time() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    rate = (sample_mib << 20) / best
+    # A 257-byte leaf message is 2 permutations; each leaf adds one inner node (1).
+    leaf_blocks = (1 + CHUNK_BYTES) // 136 + 1
+    perms_per_s = rate / CHUNK_BYTES * (leaf_blocks + 1)
+    floor_s = activation_bytes / (rate * threads)
+    any_chunk_s = activation_bytes / 136 / (perms_per_s * threads)
+    return {"threads": threads, "hasher_mib_s_one_thread": rate / 2**20, "permutations_per_s_one_thread": perms_per_s,
+            "floor_s": floor_s, "overhead_floor": floor_s / forward_s,
+            "floor_any_chunk_s": any_chunk_s, "overhead_floor_any_chunk": any_chunk_s / forward_s}
 
 
 def main() -> None:
@@ -62,6 +96,11 @@ def main() -> None:
     print(f"forward {r['tokens']} tokens: {r['untraced_s']:.2f} s; roots inline +{100 * r['overhead_inline']:.1f}% "
           f"(hashing {r['hashing_inline_s']:.2f} s for {r['activation_bytes'] / 2**20:.0f} MiB), "
           f"roots on a worker thread +{100 * r['overhead_background']:.1f}% wall")
+
+    result["roots_floor"] = floor = commitment_floor(r["activation_bytes"], r["untraced_s"])
+    print(f"floor of a per-operator commitment here: hasher {floor['hasher_mib_s_one_thread']:.0f} MiB/s per thread "
+          f"({floor['permutations_per_s_one_thread'] / 1e6:.2f}M keccak-f/s) -> +{100 * floor['overhead_floor']:.1f}% "
+          f"at {CHUNK_BYTES}-byte chunks, +{100 * floor['overhead_floor_any_chunk']:.1f}% at any chunk size")
 
     prompt = tuple(range(100, 100 + 60))
     task = GenerateTask(prompt, 4, 0.0, 0, 1.0, 0)

@@ -19,8 +19,9 @@ header, so a proof cannot trade a subtree for a leaf or pad itself out.
 Building a tree hashes every chunk. That runs in a small C library compiled on
 first use with the system C compiler (cached under ``~/.cache/refute``,
 ``$REFUTE_CACHE_DIR`` or ``$XDG_CACHE_HOME/refute``): four keccak states per
-AVX2 register, the tree's big levels split across ``torch.get_num_threads()``
-threads, one call per tensor. Without a compiler (or with
+AVX2 register; up to ``torch.get_num_threads()`` threads per tensor, each
+hashing a run of whole subtrees (one thread start per tensor), the few levels
+above them by the caller. Without a compiler (or with
 ``REFUTE_MERKLE_NATIVE=0``) the same tree is hashed with pycryptodome, one
 call per node, which is ~40x slower. Verification hashes a handful of nodes and
 always uses pycryptodome.
@@ -232,28 +233,36 @@ INLINE void keccak_f4(lane4 *st) {{
     {" ".join(f"st[{i}] = a{v};" for i, v in enumerate(lanes))}
 }}
 
+/* Bytes [o, o + 8) of the message prefix || seg[0:avail] || zeros, little-endian. */
+INLINE uint64_t message_word(uint8_t prefix, const uint8_t *seg, uint64_t avail, uint64_t o) {{
+    uint64_t w = 0;
+    if (o >= 1 && o + 7 <= avail) {{ memcpy(&w, seg + o - 1, 8); return w; }}
+    if (o == 0 && avail >= 8) {{ memcpy(&w, seg, 8); return (w << 8) | prefix; }}
+    for (int i = 7; i >= 0; i--) {{
+        uint64_t p = o + (uint64_t)i;
+        w = (w << 8) | (p == 0 ? prefix : (p - 1 < avail ? seg[p - 1] : 0));
+    }}
+    return w;
+}}
+
 /* out[k] = keccak256(prefix || seg[k][0:avail[k]] || zeros), a message of 1 + len bytes. */
 INLINE void hash4(uint8_t prefix, const uint8_t *const seg[4], const uint64_t avail[4], uint64_t len,
                   uint8_t *const out[4]) {{
     lane4 st[25];
     memset(st, 0, sizeof st);
     uint64_t total = 1 + len, nblk = total / RATE + 1;
-    uint8_t buf[4][RATE];
     for (uint64_t b = 0; b < nblk; b++) {{
-        uint64_t start = b * RATE, end = start + RATE < total ? start + RATE : total;
-        for (int k = 0; k < 4; k++) {{
-            uint8_t *p = buf[k];
-            memset(p, 0, RATE);
-            uint64_t i0 = start;
-            if (i0 == 0) {{ p[0] = prefix; i0 = 1; }}
-            uint64_t d0 = i0 - 1, d1 = end - 1 < avail[k] ? end - 1 : avail[k];
-            if (d1 > d0) memcpy(p + (i0 - start), seg[k] + d0, d1 - d0);
-            if (b + 1 == nblk) {{ p[total - start] ^= 0x01; p[RATE - 1] ^= 0x80; }}
-        }}
-        for (int j = 0; j < RATE / 8; j++) {{
-            lane4 v;
-            for (int k = 0; k < 4; k++) {{ uint64_t w; memcpy(&w, buf[k] + 8 * j, 8); v[k] = w; }}
+        uint64_t start = b * RATE;
+        for (uint64_t j = 0; j < RATE / 8 && start + 8 * j < total; j++) {{
+            uint64_t o = start + 8 * j;
+            lane4 v = {{message_word(prefix, seg[0], avail[0], o), message_word(prefix, seg[1], avail[1], o),
+                        message_word(prefix, seg[2], avail[2], o), message_word(prefix, seg[3], avail[3], o)}};
             st[j] ^= v;
+        }}
+        if (b + 1 == nblk) {{  /* pad10*1: all four messages have the same length */
+            uint64_t p = total - start;
+            st[p / 8] ^= (lane4){{0, 0, 0, 0}} + ((uint64_t)0x01 << (8 * (p % 8)));
+            st[RATE / 8 - 1] ^= (lane4){{0, 0, 0, 0}} + ((uint64_t)0x80 << 56);
         }}
         keccak_f4(st);
     }}
@@ -261,76 +270,113 @@ INLINE void hash4(uint8_t prefix, const uint8_t *const seg[4], const uint64_t av
         for (int j = 0; j < 4; j++) {{ uint64_t w = st[j][k]; memcpy(out[k] + 8 * j, &w, 8); }}
 }}
 
-/* Nodes [lo, hi) of one level. Leaves (is_leaf): chunk i of src (n_bytes long),
-   zero-padded. Parents: node i = H(0x02 || src[64i : 64i + 64]). */
-typedef struct {{ int is_leaf; const uint8_t *src; uint64_t n_bytes, chunk, lo, hi; uint8_t *out; }} job_t;
-
-CLONES static void run_job(const job_t *j) {{
+/* Leaves [lo, hi): leaf i = H(0x01 || chunk i of data[0:n_bytes], zero-padded). */
+CLONES static void hash_leaves(const uint8_t *data, uint64_t n_bytes, uint64_t chunk, uint64_t lo, uint64_t hi,
+                               uint8_t *leaves) {{
     uint8_t scratch[32];
-    for (uint64_t i = j->lo; i < j->hi; i += 4) {{
+    for (uint64_t i = lo; i < hi; i += 4) {{
         const uint8_t *seg[4]; uint64_t avail[4]; uint8_t *out[4];
         for (int k = 0; k < 4; k++) {{
-            uint64_t n = i + k < j->hi ? i + k : i;
-            if (j->is_leaf) {{
-                uint64_t off = n * j->chunk, left = j->n_bytes - off;
-                seg[k] = j->src + off; avail[k] = left < j->chunk ? left : j->chunk;
-            }} else {{
-                seg[k] = j->src + 64 * n; avail[k] = 64;
-            }}
-            out[k] = i + k < j->hi ? j->out + 32 * (i + k) : scratch;
+            uint64_t n = i + k < hi ? i + k : i, off = n * chunk, left = n_bytes - off;
+            seg[k] = data + off; avail[k] = left < chunk ? left : chunk;
+            out[k] = i + k < hi ? leaves + 32 * (i + k) : scratch;
         }}
-        hash4(j->is_leaf ? 0x01 : 0x02, seg, avail, j->is_leaf ? j->chunk : 64, out);
+        hash4(0x01, seg, avail, chunk, out);
     }}
 }}
 
-static void *run_job_thread(void *arg) {{ run_job((const job_t *)arg); return NULL; }}
+/* Parents [lo, hi) of a level of n_in nodes: parent i = H(0x02 || in[2i] || in[2i + 1]),
+   where a missing right child (n_in odd, the last parent) is the empty subtree z. */
+CLONES static void hash_parents(const uint8_t *in, uint64_t n_in, const uint8_t *z, uint64_t lo, uint64_t hi,
+                                uint8_t *parents) {{
+    uint8_t scratch[32], pair[64];
+    uint64_t full = n_in / 2, stop = hi < full ? hi : full;
+    for (uint64_t i = lo; i < stop; i += 4) {{
+        const uint8_t *seg[4]; uint64_t avail[4] = {{64, 64, 64, 64}}; uint8_t *out[4];
+        for (int k = 0; k < 4; k++) {{
+            uint64_t n = i + k < stop ? i + k : i;
+            seg[k] = in + 64 * n;
+            out[k] = i + k < stop ? parents + 32 * (i + k) : scratch;
+        }}
+        hash4(0x02, seg, avail, 64, out);
+    }}
+    if (hi > full && (n_in & 1)) {{
+        memcpy(pair, in + 32 * (n_in - 1), 32);
+        memcpy(pair + 32, z, 32);
+        const uint8_t *seg[4] = {{pair, pair, pair, pair}};
+        uint64_t avail[4] = {{64, 64, 64, 64}};
+        uint8_t *out[4] = {{parents + 32 * full, scratch, scratch, scratch}};
+        hash4(0x02, seg, avail, 64, out);
+    }}
+}}
+
+/* The tree's levels: sizes[k] nodes at offsets[k] (in nodes) of the output. */
+typedef struct {{ const uint8_t *data; uint64_t n_bytes, chunk; const uint8_t *z; uint8_t *nodes;
+                 const uint64_t *sizes, *offsets; }} tree_t;
+
+/* A run of whole subtrees: leaves [lo, hi) and their ancestors up to `top` levels above
+   the leaves. Runs start at multiples of 2^top, so no two share a node below that level. */
+typedef struct {{ const tree_t *tree; uint64_t lo, hi; int top; }} subtree_t;
+
+static void hash_subtree(const subtree_t *s) {{
+    const tree_t *t = s->tree;
+    uint64_t lo = s->lo, hi = s->hi;
+    hash_leaves(t->data, t->n_bytes, t->chunk, lo, hi, t->nodes);
+    for (int k = 1; k <= s->top; k++) {{
+        lo /= 2; hi = (hi + 1) / 2;
+        hash_parents(t->nodes + 32 * t->offsets[k - 1], t->sizes[k - 1], t->z + 32 * (k - 1), lo, hi,
+                     t->nodes + 32 * t->offsets[k]);
+    }}
+}}
+
+static void *hash_subtree_thread(void *arg) {{ hash_subtree((const subtree_t *)arg); return NULL; }}
 
 #define MAX_THREADS 64
-#define MIN_BLOCKS_PER_THREAD 1024 /* ~0.2 ms of hashing: more than a thread's start */
+#define SUBTREES_PER_THREAD 16
 
-static void run_level(job_t job, uint64_t blocks_per_node, int threads) {{
-    uint64_t n = job.hi - job.lo, by_work = n * blocks_per_node / MIN_BLOCKS_PER_THREAD;
-    if ((uint64_t)threads > by_work) threads = by_work ? (int)by_work : 1;
+/* Every level of the tree over data[0:n_bytes] (n_bytes > 0), leaves first, each
+   level's nodes contiguous (32 bytes each): level k holds ceil(n_{{k-1}} / 2) nodes, the
+   last one paired with z[k-1] (the empty subtree) when n_{{k-1}} is odd.
+   Up to `threads` threads each hash a run of subtrees, at least `min_leaves` leaves in
+   all (one thread start per call, not per level); the few levels above the subtrees
+   are hashed by the caller. */
+void refute_merkle_levels(const uint8_t *data, uint64_t n_bytes, uint64_t chunk, const uint8_t *z,
+                          uint8_t *nodes, int threads, uint64_t min_leaves) {{
+    uint64_t sizes[66], offsets[66];
+    int depth = 0;
+    sizes[0] = (n_bytes + chunk - 1) / chunk; offsets[0] = 0;
+    while (sizes[depth] > 1) {{
+        sizes[depth + 1] = (sizes[depth] + 1) / 2;
+        offsets[depth + 1] = offsets[depth] + sizes[depth];
+        depth++;
+    }}
+    tree_t tree = {{data, n_bytes, chunk, z, nodes, sizes, offsets}};
+    uint64_t n = sizes[0], by_work = min_leaves ? n / min_leaves : n;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
-    job_t jobs[MAX_THREADS];
+    if ((uint64_t)threads > by_work) threads = by_work ? (int)by_work : 1;
+    /* Subtrees of 2^top leaves, at most SUBTREES_PER_THREAD per thread, dealt out in
+       contiguous runs (a run starts at a multiple of 2^top, so no two runs share a node
+       below level top and the runs' sizes differ by at most one subtree). */
+    int top = 0;
+    while (top < depth && (n + ((uint64_t)1 << top) - 1) >> top > (uint64_t)threads * SUBTREES_PER_THREAD) top++;
+    uint64_t span = (uint64_t)1 << top, parts = (n + span - 1) >> top;
+    if ((uint64_t)threads > parts) threads = (int)parts;
+    subtree_t sub[MAX_THREADS];
     pthread_t tid[MAX_THREADS];
     int started[MAX_THREADS] = {{0}};
-    uint64_t per = (n / threads + 3) / 4 * 4;
     for (int t = 0; t < threads; t++) {{
-        jobs[t] = job;
-        jobs[t].lo = job.lo + per * t < job.hi ? job.lo + per * t : job.hi;
-        jobs[t].hi = t + 1 == threads || jobs[t].lo + per > job.hi ? job.hi : jobs[t].lo + per;
+        uint64_t first = parts * t / threads, stop = parts * (t + 1) / threads;
+        sub[t].tree = &tree; sub[t].lo = first * span; sub[t].hi = stop * span < n ? stop * span : n;
+        sub[t].top = top;
     }}
-    for (int t = 1; t < threads; t++) started[t] = pthread_create(&tid[t], NULL, run_job_thread, &jobs[t]) == 0;
-    run_job(&jobs[0]);
+    for (int t = 1; t < threads; t++) started[t] = pthread_create(&tid[t], NULL, hash_subtree_thread, &sub[t]) == 0;
+    hash_subtree(&sub[0]);
     for (int t = 1; t < threads; t++) {{
         if (started[t]) pthread_join(tid[t], NULL);
-        else run_job(&jobs[t]);
+        else hash_subtree(&sub[t]);
     }}
-}}
-
-/* Every level of the tree over data[0:n_bytes] (n_bytes > 0), leaves first,
-   each level's nodes contiguous (32 bytes each): level k holds ceil(n_{{k-1}} / 2)
-   nodes, the last one paired with z[k-1] (the empty subtree) when n_{{k-1}} is odd. */
-void refute_merkle_levels(const uint8_t *data, uint64_t n_bytes, uint64_t chunk, const uint8_t *z,
-                          uint8_t *nodes, int threads) {{
-    uint64_t n = (n_bytes + chunk - 1) / chunk;
-    job_t leaves = {{1, data, n_bytes, chunk, 0, n, nodes}};
-    run_level(leaves, 1 + (1 + chunk) / RATE, threads);
-    for (int level = 0; n > 1; level++) {{
-        uint8_t *in = nodes, *out = nodes + 32 * n;
-        job_t parents = {{0, in, 0, 0, 0, n / 2, out}};
-        run_level(parents, 1, threads);
-        if (n & 1) {{
-            uint8_t pair[64];
-            memcpy(pair, in + 32 * (n - 1), 32);
-            memcpy(pair + 32, z + 32 * level, 32);
-            job_t last = {{0, pair, 0, 0, 0, 1, out + 32 * (n / 2)}};
-            run_job(&last);
-        }}
-        nodes = out;
-        n = (n + 1) / 2;
-    }}
+    for (int k = top + 1; k <= depth; k++)
+        hash_parents(nodes + 32 * offsets[k - 1], sizes[k - 1], z + 32 * (k - 1), 0, sizes[k], nodes + 32 * offsets[k]);
 }}
 """
 
@@ -348,14 +394,15 @@ def _native() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(compile_library("merkle", _c_source(), _CFLAGS)))
         fn = lib.refute_merkle_levels
         u64, ptr = ctypes.c_uint64, ctypes.c_void_p
-        fn.argtypes = [ptr, u64, u64, ctypes.c_char_p, ptr, ctypes.c_int]
+        fn.argtypes = [ptr, u64, u64, ctypes.c_char_p, ptr, ctypes.c_int, u64]
         fn.restype = None
     except OSError as e:
         warnings.warn(f"native keccak unavailable ({e}); tensor roots fall back to pycryptodome", RuntimeWarning)
         return None
     # Self-test against pycryptodome (a miscompiled or big-endian build must not be used).
     probe = np.frombuffer(bytes(range(250)) * 4, dtype=np.uint8)  # 7 two-block leaves, the last partial
-    if _levels_native(lib, probe, 150, 1) != _levels_python(probe, 150):
+    expected = _levels_python(probe, 150)
+    if any(_levels_native(lib, probe, 150, threads, 1) != expected for threads in (1, 3)):
         warnings.warn("native keccak failed its self-test; tensor roots fall back to pycryptodome", RuntimeWarning)
         return None
     return lib
@@ -376,10 +423,16 @@ def _level_sizes(n_chunks: int) -> list[int]:
 _Z_BYTES = b"".join(_Z)
 
 
-def _levels_native(lib: ctypes.CDLL, data: np.ndarray, chunk: int, threads: int) -> list[bytes]:
+MIN_LEAVES_PER_THREAD = 256
+"""A thread of the native hasher takes at least this many leaves (64 KiB of 256-byte
+chunks, ~0.2 ms of hashing: several times the cost of starting the thread)."""
+
+
+def _levels_native(lib: ctypes.CDLL, data: np.ndarray, chunk: int, threads: int,
+                   min_leaves: int = MIN_LEAVES_PER_THREAD) -> list[bytes]:
     sizes = _level_sizes(-(-data.size // chunk))
     nodes = np.empty(32 * sum(sizes), dtype=np.uint8)
-    lib.refute_merkle_levels(data.ctypes.data, data.size, chunk, _Z_BYTES, nodes.ctypes.data, threads)
+    lib.refute_merkle_levels(data.ctypes.data, data.size, chunk, _Z_BYTES, nodes.ctypes.data, threads, min_leaves)
     out, off = [], 0
     for n in sizes:
         out.append(nodes[off : off + 32 * n].tobytes())

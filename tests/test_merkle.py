@@ -222,10 +222,13 @@ def test_header_encoding() -> None:
 
 @pytest.mark.skipif(M.hashing_backend() != "native", reason="no native hasher: only pycryptodome's")
 @settings(max_examples=40)
-@given(st.integers(1, 5000), st.sampled_from([64, 128, 136, 200, 256, 1024, 1088]), st.integers(0, 2**32))
-def test_native_levels_equal_pycryptodome(n: int, chunk: int, seed: int) -> None:
+@given(st.integers(1, 5000), st.sampled_from([64, 128, 136, 200, 256, 1024, 1088]), st.integers(0, 2**32),
+       st.integers(1, 5))
+def test_native_levels_equal_pycryptodome(n: int, chunk: int, seed: int, threads: int) -> None:
+    # min_leaves=1 lets even a few leaves split across threads, so the subtree runs'
+    # boundaries and the levels above them are exercised at every size.
     data = np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8)
-    assert M._levels(data, chunk) == M._levels_python(data, chunk)
+    assert M._levels_native(M._native(), data, chunk, threads, min_leaves=1) == M._levels_python(data, chunk)
 
 
 @pytest.mark.skipif(M.hashing_backend() != "native", reason="no native hasher: only pycryptodome's")
