@@ -51,7 +51,11 @@ def section() -> str:
         r = c["roots"]
         out.append(f"- **Commitments**: tensor roots of a SmolLM2 forward ({r['tokens']} tokens, {r['records']} records, "
                    f"{r['activation_bytes'] / 2**20:.0f} MiB) add {100 * r['overhead_inline']:.0f}% wall inline, "
-                   f"{100 * r['overhead_background_cpu']:.0f}% CPU on a worker thread.")
+                   f"{100 * r['overhead_background_cpu']:.0f}% CPU on a worker thread"
+                   + (f"; the floor of committing every operator's output on this CPU (hasher rate, both cores, "
+                      f"nothing else running) is +{100 * c['roots_floor']['overhead_floor']:.0f}%, "
+                      f"+{100 * c['roots_floor']['overhead_floor_any_chunk']:.0f}% at any chunk size."
+                      if "roots_floor" in c else "."))
         if "replay_per_claim" in c:
             v = c["replay_per_claim"]
             out.append(f"- **Verifier cost per SmolLM2 claim** ({v['tokens']} tokens): structure {v['structure_s']:.2f} s, full replay "
