@@ -130,8 +130,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     settings = ProverSettings(model_name=args.serve_model, peer_index=args.peer_index, rounds=args.rounds,
                               claims_per_round=args.claims_per_round, round_interval=args.round_interval,
-                              stake=args.stake, cheat=args.cheat,
+                              stake=args.stake, cheat=args.cheat, state_dir=args.state_dir,
                               sampling=DemoSampling(max_new_tokens=args.new_tokens, temperature=args.temperature))
+    if args.state_dir:
+        try:
+            Path(args.state_dir, "bundles").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            print(f"refute prove --serve: --state-dir {args.state_dir}: {e.strerror or e}", file=sys.stderr)
+            return 2
     stop = _stop_on_signals()
     try:
         chain = Chain(args.chain_url, timeout=CHAIN_TIMEOUT_S, retry_for=args.chain_retry)
@@ -169,6 +175,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--temperature", type=float, default=0.8)
     g.add_argument("--stake", type=int, default=3 * 10**18, help="stake to hold, in wei (default 3 ETH)")
     g.add_argument("--cheat", choices=sorted(SWARM_CHEATS), help="lie in this catalogue way (the demo's villain)")
+    g.add_argument("--state-dir", help="keep bundles and chain progress in DIR, so a restart can defend earlier "
+                   "claims (default: memory only)", metavar="DIR")
     g.add_argument("--serve-backend", dest="backend", choices=("reference", "triton"), default="reference")
     g.add_argument("--chain-retry", type=float, default=60.0, help="seconds to retry an unreachable chain")
     g.add_argument("--log-level", default="INFO")

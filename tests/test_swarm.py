@@ -2,7 +2,8 @@
 over a real hivemind DHT, a real JSON-RPC chain (py-evm behind ``refute
 chain``'s server) and the real contracts, with the faults of issue 6: a
 verifier killed mid-game and restarted, a dishonest prover killed mid-game,
-the chain's RPC silent for 30 s, garbage on the DHT and over P2P, two
+an honest prover killed and restarted on its state directory, the chain's RPC
+silent for 30 s, garbage on the DHT and over P2P, two
 verifiers on one claim, and peers churning during a round.
 """
 
@@ -22,7 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from swarm_harness import ETH, PARAMS, Swarm, address, key, wait_for
 
-from refute.compute.claims import SignedClaim
+from refute.compute.claims import ClaimRound, SignedClaim
+from refute.contracts.game import State
+from refute.verifier.prover import Bundle
 from refute.verifier.nodestate import NodeState
 from refute.verifier.swarm import PeerDirectory, peers_key
 from refute.verifier.transport import ClaimBoard, claims_key
@@ -264,6 +267,37 @@ def test_dishonest_prover_killed_mid_game_loses_on_time(swarm):
     assert _stake(swarm, "bad") == 3 * ETH - PARAMS.slash_amount
     reasons = [e["reason"] for e in swarm.system.events("GameResolved", gid)]
     assert reasons == ["timeout"]
+
+
+def test_honest_prover_restarted_on_its_state_dir_defends_a_claim_challenged_while_it_was_down(swarm, tmp_path):
+    state = tmp_path / "prover-state"
+    swarm.fund("honest")
+    args = ["--model", "tiny", "--state-dir", str(state), "--round-interval", "1"]
+    env = {"REFUTE_PROVER_KEY": key("honest")}
+    p = swarm.spawn_process("prover", ["prove", "--serve"], args, env)
+    wait_for(lambda: swarm.system.dep.root_of(address("honest"), 1)[0] != bytes(32), 180, "the prover's round root")
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(30)
+
+    # While it is down, a liar challenges its claim with a made-up trace.
+    (path,) = (state / "bundles").glob("*.json")
+    bundle = Bundle.from_json(path.read_bytes())
+    swarm.fund("liar")
+    swarm.chain.add_key(key("liar"))
+    gid, _ = swarm.system.open(address("liar"), bundle.signed, len(bundle.trace), b"\x66" * 32,
+                               claim_round=ClaimRound([bundle.signed]))
+
+    swarm.spawn_process("prover-2", ["prove", "--serve"], args, env)
+    # The restarted prover finds the game in the logs it had not read, answers from
+    # its stored bundle and reveals the first children; then the liar has nothing to say.
+    wait_for(lambda: swarm.system.state(gid) == State.RECORD_BISECT_C, 180, "the restarted prover's moves")
+    _, party, left = swarm.system.turn(gid)
+    assert party == address("liar")
+    swarm.chain.advance_time(left + 1)
+    swarm.system.timeout(address("liar"), gid)
+    assert swarm.system.state(gid) == State.DEFENDANT_WON
+    assert _stake(swarm, "honest") == 3 * ETH
+    assert "1 bundle(s) from" in (tmp_path / "prover-2.log").read_text()
 
 
 # --------------------------------------------------------------------------- make demo

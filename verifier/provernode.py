@@ -10,9 +10,13 @@ opened against its claims and plays the defendant's side of each to the end.
 (:func:`refute.verifier.cheats.make_cheater`): the demo's villain. A cheater
 plays its games like anyone else; the contract decides.
 
-A prover keeps its bundles in memory only: a restarted prover has lost what it
-would need to defend its earlier claims, and loses those games on time (the
-fault tests kill a dishonest prover mid-game to show exactly that).
+With ``state_dir`` (``refute prove --serve --state-dir DIR``) the node keeps
+its bundles and its place in the chain's game logs on disk
+(:class:`refute.verifier.bundlestore.BundleStore`), writing a round's bundles
+before it posts the round's root; restarted on the same directory it finds the
+games opened while it was down and defends them. Without it, bundles live in
+memory only, and a restarted prover loses its earlier claims' games on time
+(the fault tests kill a dishonest prover mid-game to show exactly that).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from refute.compute.claims import ClaimRound, sign_claim
 from refute.contracts.client import ChainError, ContractError
 from refute.contracts.game import Defendant, State, take_turn
 from refute.verifier import cheats
+from refute.verifier.bundlestore import BundleStore
 from refute.verifier.node import NodeEnv
 from refute.verifier.prover import Bundle, Opened, Prover
 from refute.verifier.swarm import DemoSampling, PeerDirectory, other_task, round_tasks
@@ -57,6 +62,7 @@ class ProverSettings:
     stake: int = 3 * 10**18
     cheat: str | None = None
     sampling: DemoSampling = DemoSampling()
+    state_dir: str | None = None
 
 
 class _LockedProver:
@@ -87,11 +93,19 @@ class ProverNode:
         else:
             self.prover = Prover(model, private_key, chain_id=chain_id)
         self._lock = threading.Lock()
-        self.bundles: dict[bytes, Bundle] = {}
+        self.store = BundleStore(settings.state_dir, self.account) if settings.state_dir else None
+        self.bundles: dict[bytes, Bundle] = self.store.load() if self.store else {}
         self.rounds_done = 0
         self._next_round_at = 0.0
-        self._scan_block = env.chain.w3.eth.block_number
+        scan = self.store.scan_block() if self.store else None
+        if scan is None:  # nothing read yet: a fresh node needs no older logs; held bundles might
+            scan = 0 if self.bundles else env.chain.w3.eth.block_number
+        self._scan_block = scan
+        if self.bundles:
+            log.info("prover %s: %d bundle(s) from %s; reading game logs from block %d", self.account,
+                     len(self.bundles), settings.state_dir, scan)
         self._games: dict[int, Defendant] = {}
+        self._opened_at: dict[int, int] = {}  # game id -> block of its GameOpened log
         self._cache: dict[tuple[bytes, int], Opened] = {}
 
     # ------------------------------------------------------------------ set-up
@@ -151,6 +165,8 @@ class ProverNode:
                 signed = sign_claim(b.claim, self.key, registry=registry)
                 bundles.append(Bundle(signed, b.task, b.trace, b.tokens, b.embeddings))
         cr = ClaimRound([b.signed for b in bundles])
+        if self.store:  # on disk before the root is on chain: no posted claim without its bundle
+            self.store.put(bundles)
         for b in bundles:
             self.bundles[b.claim.hash()] = b
         self.env.system.dep.post_round(self.account, cr)
@@ -175,9 +191,18 @@ class ProverNode:
                 if bundle is None:
                     log.warning("game %d is about claim 0x%s…, which this prover no longer holds", gid, h.hex()[:12])
                     continue
-                self._games[gid] = Defendant(self.account, bundle.trace, self._opener(bundle))
-                log.info("game %d opened against claim 0x%s… by %s", gid, h.hex()[:12], ev["args"]["challenger"])
+                if gid not in self._games:
+                    self._games[gid] = Defendant(self.account, bundle.trace, self._opener(bundle))
+                    self._opened_at[gid] = ev["blockNumber"]
+                    log.info("game %d opened against claim 0x%s… by %s", gid, h.hex()[:12], ev["args"]["challenger"])
             self._scan_block = end + 1
+            self._save_progress()
+
+    def _save_progress(self) -> None:
+        """Where a restart must read game logs from: the opening block of the oldest
+        game still being played (so it is found again), else the first unread block."""
+        if self.store:
+            self.store.set_scan_block(min(self._opened_at.values(), default=self._scan_block))
 
     def _opener(self, bundle: Bundle):
         h = bundle.claim.hash()
@@ -204,6 +229,8 @@ class ProverNode:
             if st in (State.DEFENDANT_WON, State.CHALLENGER_WON):
                 log.info("game %d resolved: %s", gid, st.name)
                 del self._games[gid]
+                self._opened_at.pop(gid, None)
+                self._save_progress()
 
     def _withdraw(self) -> None:
         sys = self.env.system
