@@ -191,6 +191,22 @@ def test_a_prover_with_broken_wiring_is_disputed_and_slashed(swarm):
     assert _stake(swarm, "bad") == 3 * ETH - PARAMS.slash_amount
 
 
+def test_an_attention_liar_is_slashed_at_the_last_step_of_the_element_program(swarm):
+    """A prover nudges layer 0's attention (its last query, over every key) and
+    forges its element program's end state to match: the verifier's game plays
+    the program (more than 4 keys), bisects its states to the last step and wins
+    there."""
+    v = swarm.verifier("v")
+    swarm.prover("bad", 0, cheat="forged_attention_end")
+    wait_for(lambda: v.state.games() and all(g.outcome for g in v.state.games()), 240, "the game to end")
+    assert [g.outcome for g in v.state.games()] == ["won"]
+    (d,) = [e.detail for e in v.state.events() if e.kind == "dispute"]
+    assert (d["one_step"], d["record"]) == ("compute", 7)
+    gid = v.state.games()[0].game_id
+    assert [e["reason"] for e in swarm.system.events("GameResolved", gid)] == ["program step"]
+    assert _stake(swarm, "bad") == 3 * ETH - PARAMS.slash_amount
+
+
 # --------------------------------------------------------------------------- the chain goes silent
 
 

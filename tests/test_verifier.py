@@ -181,6 +181,32 @@ def test_catalogue_full_replay_refutes_and_dispute_lands_exactly(name, cheat_cas
         assert check_one_step(d.proof).defendant_wrong
 
 
+def test_forged_attention_end_lies_at_layer_0s_attention_and_forges_only_the_last_state(model, verifier):
+    """The swarm's element-program villain, as make_cheater builds it for any Llama:
+    full replay refutes it, the dispute lands on record 7 (an attention) at its last
+    element, and its program states are the honest ones but for a final state whose
+    output is the element it committed (so the game can only end at the last step)."""
+    from refute.verifier import programs
+    from refute.verifier.swarm import other_task
+
+    cheat = cheats.make_cheater("forged_attention_end", model, KEY, other=other_task("tiny"))
+    b = cheat.prove(TASK, seed=SEED)
+    assert not verifier.full_replay(b).valid
+    rec = b.trace[7]
+    assert rec.kind == "attention"
+    o = cheat.open(b, [7])[7]
+    last = o.output.numel() - 1
+    d = dispute(b, cheat, verifier)
+    assert (d.kind, d.record, d.element) == ("compute", 7, last)
+    honest = programs.program_states("attention", rec.attr_dict(), o.inputs, last)
+    forged = cheat.program_states(b.trace, lambda i: cheat.open(b, [i])[i])(7, last)
+    assert forged[:-1] == honest[:-1] and forged[-1] != honest[-1]
+    committed = o.output.reshape(-1)[last:].numpy().tobytes()
+    assert programs.program_output("attention", rec.attr_dict(), forged[-1]) == committed
+    assert programs.program_output("attention", rec.attr_dict(), honest[-1]) != committed
+    assert Prover(model, KEY).program_states(b.trace, lambda i: cheat.open(b, [i])[i]) is None
+
+
 @pytest.mark.parametrize("name", list(cheats.CATALOGUE))
 def test_spot_replay_catch_rate_matches_the_formula(name, cheat_cases, verifier):
     """Measured over 200 trials of k=3: within 4 standard deviations of

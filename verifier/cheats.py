@@ -37,6 +37,7 @@ __all__ = [
     "DifferentModel",
     "SkippedLayer",
     "PerturbedActivation",
+    "ForgedAttentionEnd",
     "LowPrecisionOp",
     "NativeTorchKernels",
     "CopiedOutput",
@@ -173,6 +174,35 @@ class PerturbedActivation(_TracedTamper):
             return flip_low_bit(out, element) if step == record else out
 
         super().__init__(honest_model, private_key, tamper, **kw)
+
+
+class ForgedAttentionEnd(PerturbedActivation):
+    """Attention element one ulp off, its element program's end state forged to match.
+
+    Record ``record`` must be an attention. A defendant that committed a wrong
+    attention element has no honest final program state to post (its output is
+    the honest element), so it would stall and lose on time; this one posts the
+    honest states but a last one forged with :func:`forge_program_end` to give
+    its committed element, and the program bisection runs to the last step,
+    which the referee refutes. The swarm's way to play an element program end
+    to end (not in :data:`CATALOGUE`: full replay and bisection treat it exactly
+    as :class:`PerturbedActivation`)."""
+
+    def program_states(self, trace: Trace,
+                       opened: Callable[[int], Opened]) -> Callable[[int, int], list[bytes]] | None:
+        cache: dict[tuple[int, int], list[bytes]] = {}
+
+        def states(rec: int, element: int) -> list[bytes]:
+            if (rec, element) not in cache:
+                r, o = trace[rec], opened(rec)
+                honest = programs.program_states(r.kind, r.attr_dict(), o.inputs, element)
+                if r.kind == "attention":
+                    committed = o.output.reshape(-1)[element : element + 1].numpy().tobytes()
+                    honest = honest[:-1] + [forge_program_end(r.attr_dict(), honest[-1], committed)]
+                cache[(rec, element)] = honest
+            return cache[(rec, element)]
+
+        return states
 
 
 class LowPrecisionOp(_TracedTamper):
@@ -355,14 +385,17 @@ CATALOGUE: dict[str, type[Prover]] = {
 }
 
 
-#: What a prover node can be told to do (``--cheat``): the catalogue plus :class:`BrokenWiring`.
-SWARM_CHEATS: dict[str, type[Prover]] = {**CATALOGUE, "broken_wiring": BrokenWiring}
+#: What a prover node can be told to do (``--cheat``): the catalogue plus :class:`BrokenWiring`
+#: and :class:`ForgedAttentionEnd`.
+SWARM_CHEATS: dict[str, type[Prover]] = {**CATALOGUE, "broken_wiring": BrokenWiring,
+                                         "forged_attention_end": ForgedAttentionEnd}
 
 
 def make_cheater(name: str, honest_model: Any, private_key: Any, *, other: Task, **kw: Any) -> Prover:
     """Catalogue entry ``name`` for any task of ``honest_model`` (a Llama decoder of
     at least two layers), with parameters that fit every such model: the tamper
-    records (10, 12, 14) lie inside layer 0's attention and MLP blocks, the
+    records (10, 12, 14) lie inside layer 0's attention and MLP blocks, record 7
+    is layer 0's attention (its last element: the last query, over every key), the
     flipped weight is ``layers.0.attn.k.weight``, the skipped layer is layer 1.
     ``other`` is the task whose output :class:`CopiedOutput` hands in. ``kw`` goes
     to the prover (``chain_id``)."""
@@ -379,6 +412,7 @@ def make_cheater(name: str, honest_model: Any, private_key: Any, *, other: Task,
         "forged_trace": lambda: ForgedTrace(m, k, 14, 3, **kw),
         "mismatched_serving": lambda: MismatchedServing(m, k, 14, 3, **kw),
         "broken_wiring": lambda: BrokenWiring(m, k, 12, 1, **kw),
+        "forged_attention_end": lambda: ForgedAttentionEnd(m, k, 7, -1, **kw),
     }
     if set(builders) != set(SWARM_CHEATS):
         raise AssertionError("make_cheater and SWARM_CHEATS disagree")

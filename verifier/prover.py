@@ -264,6 +264,14 @@ class Prover:
         task, output = self.ran(bundle)
         return self.served(bundle, capture_records(self.model.ex, lambda: self.forward(task, output), indices))
 
+    def program_states(self, trace: Trace,
+                       opened: Callable[[int], Opened]) -> Callable[[int, int], list[bytes]] | None:
+        """The states this prover posts in element-program games over ``trace``
+        (``opened(i)``: its served tensors of record ``i``), as a function of
+        (record, element); None for the honest ones, which the game player computes
+        from those served inputs."""
+        return None
+
     def ran(self, bundle: Bundle) -> tuple[Task, Any]:
         """What this prover actually ran for ``bundle`` (task, output)."""
         return bundle.task, bundle.tokens if bundle.tokens is not None else bundle.embeddings

@@ -192,7 +192,9 @@ class ProverNode:
                     log.warning("game %d is about claim 0x%s…, which this prover no longer holds", gid, h.hex()[:12])
                     continue
                 if gid not in self._games:
-                    self._games[gid] = Defendant(self.account, bundle.trace, self._opener(bundle))
+                    opener = self._opener(bundle)
+                    self._games[gid] = Defendant(self.account, bundle.trace, opener,
+                                                 self.prover.program_states(bundle.trace, opener))
                     self._opened_at[gid] = ev["blockNumber"]
                     log.info("game %d opened against claim 0x%s… by %s", gid, h.hex()[:12], ev["args"]["challenger"])
             self._scan_block = end + 1
