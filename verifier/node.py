@@ -50,6 +50,13 @@ log = logging.getLogger("refute.node")
 ROUND_WAIT_S: Final = 120.0
 #: Attempts at fetching a sampled claim's bundle before it is marked unavailable.
 FETCH_ATTEMPTS: Final = 5
+#: Seconds per tick after which no further claim check starts: the rest wait for the next
+#: tick, after this one's games have moved. A check is bounded by its fetch and open timeouts
+#: (about two minutes against a peer that never answers), so provers that stall every request
+#: cannot keep the node's games from moving for longer than that; without the budget, a
+#: tick would check every sampled claim in turn, and a few stalling provers could run its
+#: games' clocks out.
+CHECK_BUDGET_S: Final = 20.0
 #: Blocks per ``eth_getLogs`` request.
 LOG_SPAN: Final = 2_000
 
@@ -254,12 +261,16 @@ class VerifierNode:
         return None if pid is None else RemoteProver(self.env.peer, pid, self.env.loop.loop, timeout=60.0)
 
     def _check_claims(self) -> None:
+        deadline = time.monotonic() + CHECK_BUDGET_S
         for row in self.state.claims(status="seen"):
             seed = sample_seed(self.key, row.claim_hash, self._round_block(row.prover, row.round))
             if not is_sampled(seed, self.config.sampling_rate):
                 self.state.set_claim_status(row.claim_hash, "skipped", "not sampled")
                 self.metrics.inc("claims_skipped_total")
                 continue
+            if time.monotonic() > deadline:
+                log.debug("claim checks: tick budget spent; the rest wait for the next tick")
+                return
             self._check_one(row, seed)
 
     def _check_one(self, row: Any, seed: bytes) -> None:
