@@ -49,7 +49,8 @@ PROVER_STAKE: Final = 3 * ETH
 FUNDING: Final = 10 * ETH
 
 _GAME_EVENTS: Final = ("GameOpened", "Responded", "ChildrenRevealed", "RecordRevealed", "HeaderRevealed",
-                       "ChunkRevealed", "ElementFound", "GameResolved", "SamplingRefuted")
+                       "ChunkRevealed", "ElementFound", "ProgramOpened", "ProgramEndPosted", "ProgramHashesPosted",
+                       "ProgramNarrowed", "GameResolved", "SamplingRefuted")
 
 
 @dataclass
@@ -321,6 +322,14 @@ class _Demo:
                 self.say(f"  game {gid}: chunk {a['index']} of the output revealed")
             elif name == "ElementFound":
                 self.say(f"  game {gid}: bisection done: element {a['element']} — the referee recomputes it")
+            elif name == "ProgramOpened":
+                self.say(f"  game {gid}: the verifier splits the element into its program of {a['steps']} steps")
+            elif name == "ProgramEndPosted":
+                self.say(f"  game {gid}: the prover posts the program's final state")
+            elif name == "ProgramHashesPosted":
+                self.say(f"  game {gid}: the prover posts state hashes cutting steps {a['lo']}..{a['hi']}")
+            elif name == "ProgramNarrowed":
+                self.say(f"  game {gid}: the verifier disputes steps {a['lo']}..{a['hi']}")
             elif name == "GameResolved":
                 who = "the prover" if a["defendantWon"] else "the verifier"
                 self.say(f"  game {gid}: RESOLVED, {who} wins ({a['reason']})")
