@@ -8,7 +8,10 @@
    over the tree hasher's measured one-thread rate times the threads, as if
    hashing had every core to itself after the forward and scaled perfectly;
    and the same with keccak's own limit, one permutation per 136 bytes
-   whatever the chunk size.
+   whatever the chunk size. And what the checkpointed commitment that
+   docs/protocol.md proposes would hash: only the residual stream between
+   layers (each layer's last output) and the last row of logits, timed the
+   same way against the same forward.
 2. Proof sizes: for one record of every operator kind in a real generation
    trace, the bytes of the one-step's openings (the defendant's element proof,
    the challenger's input range proofs, the record proof).
@@ -79,6 +82,38 @@ def commitment_floor(activation_bytes: int, forward_s: float, sample_mib: int = 
             "floor_any_chunk_s": any_chunk_s, "overhead_floor_any_chunk": any_chunk_s / forward_s}
 
 
+def checkpoint_commitment(model, tokens: int, repeats: int) -> dict[str, float]:
+    """Time (best of ``repeats``) to root the tensors a checkpointed claim would commit
+    for a ``tokens``-token SmolLM2 prefill: the embedding output, each layer's last
+    output (the residual stream it hands on) and the last row of the logits; against
+    the untraced forward, best of the same number of runs."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (1, tokens), generator=g)
+    positions, mask = torch.arange(tokens)[None], torch.ones(1, tokens, dtype=torch.bool)
+    outputs: list[tuple[str, torch.Tensor]] = []
+    model.ex.observers.append(lambda op: outputs.append((op.kind, op.output)))
+    try:
+        model.forward(ids, positions, mask, None, "all")
+    finally:
+        model.ex.observers.pop()
+    per_layer = (len(outputs) - 3) // model.config.num_layers  # embedding, final norm, lm_head
+    checkpoints = [outputs[0][1]] + [outputs[per_layer * (i + 1)][1] for i in range(model.config.num_layers)]
+    assert all(kind == "add" for kind, _ in (outputs[per_layer * (i + 1)] for i in range(model.config.num_layers)))
+    checkpoints.append(outputs[-1][1][..., -1:, :].contiguous())
+    nbytes = sum(t.numel() * t.element_size() for t in checkpoints)
+    hash_s = forward_s = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.forward(ids, positions, mask, None, "all")
+        forward_s = min(forward_s, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for t in checkpoints:
+            tensor_root(t)
+        hash_s = min(hash_s, time.perf_counter() - t0)
+    return {"tensors": len(checkpoints), "bytes": nbytes, "hash_s": hash_s, "forward_s": forward_s,
+            "overhead": hash_s / forward_s}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=128)
@@ -101,6 +136,10 @@ def main() -> None:
     print(f"floor of a per-operator commitment here: hasher {floor['hasher_mib_s_one_thread']:.0f} MiB/s per thread "
           f"({floor['permutations_per_s_one_thread'] / 1e6:.2f}M keccak-f/s) -> +{100 * floor['overhead_floor']:.1f}% "
           f"at {CHUNK_BYTES}-byte chunks, +{100 * floor['overhead_floor_any_chunk']:.1f}% at any chunk size")
+
+    result["checkpointed"] = cp = checkpoint_commitment(model, args.tokens, args.repeats)
+    print(f"checkpointed commitment (proposed): {cp['tensors']} tensors, {cp['bytes'] / 2**20:.1f} MiB, "
+          f"hashed in {cp['hash_s'] * 1e3:.0f} ms: +{100 * cp['overhead']:.1f}% of the forward")
 
     prompt = tuple(range(100, 100 + 60))
     task = GenerateTask(prompt, 4, 0.0, 0, 1.0, 0)

@@ -55,7 +55,10 @@ def section() -> str:
                    + (f"; the floor of committing every operator's output on this CPU (hasher rate, both cores, "
                       f"nothing else running) is +{100 * c['roots_floor']['overhead_floor']:.0f}%, "
                       f"+{100 * c['roots_floor']['overhead_floor_any_chunk']:.0f}% at any chunk size."
-                      if "roots_floor" in c else "."))
+                      if "roots_floor" in c else ".")
+                   + (f" Committing only the residual stream between layers and the last logits row (the proposed "
+                      f"checkpointed commitment, docs/protocol.md) hashes {c['checkpointed']['bytes'] / 2**20:.1f} MiB: "
+                      f"+{100 * c['checkpointed']['overhead']:.1f}%." if "checkpointed" in c else ""))
         if "replay_per_claim" in c:
             v = c["replay_per_claim"]
             out.append(f"- **Verifier cost per SmolLM2 claim** ({v['tokens']} tokens): structure {v['structure_s']:.2f} s, full replay "
