@@ -486,8 +486,13 @@ class Chain:
             block = self.w3.eth.get_block(receipt["blockNumber"])
         if receipt["status"] != 1:  # mined but reverted (gas estimate passed, state moved): replay it
             call = {"from": frm, "value": value, "to": receipt.get("to"), "data": self.w3.eth.get_transaction(h)["input"]}
-            self._guard(lambda: self.w3.eth.call(call, receipt["blockNumber"] - 1))
-            raise ChainError(f"transaction {h.hex()} reverted")
+            # Before its block, then after it (the block's own timestamp and earlier transactions:
+            # a clock that ran out between estimate and mining shows only there).
+            for at in (receipt["blockNumber"] - 1, receipt["blockNumber"]):
+                self._guard(lambda at=at: self.w3.eth.call(call, at))
+            # Neither replay reverts (out of gas, or a state neither block shows): still a revert
+            # of this transaction, not an outage of the chain.
+            raise ContractError("RevertedWhenMined", {"tx": bytes(h), "gas_used": receipt["gasUsed"]}, b"")
         return Tx(
             hash=bytes(h),
             gas_used=receipt["gasUsed"],

@@ -668,6 +668,23 @@ def test_revert_messages_are_readable(env):
     assert str(decode_revert(b"", {})) == "Revert()"
 
 
+def test_a_transaction_that_reverts_when_mined_is_a_contract_error(env):
+    """Mined and reverted although its estimate passed (here: too little gas, the
+    estimate skipped by a fixed gas limit): a revert of this transaction, reported as
+    a ContractError that names it, not as a chain outage."""
+    d, a = env.d, env.actors[0]
+    env.chain.gas_limit = 30_000  # stake() needs far more
+    try:
+        with expect("RevertedWhenMined") as ei:
+            d.stake(a, 10)
+    finally:
+        env.chain.gas_limit = None
+    assert ei.value.args_dict["gas_used"] == 30_000 and len(ei.value.args_dict["tx"]) == 32
+    assert d.stake_of(a) == 0
+    d.stake(a, 10)  # with estimates again it goes through
+    assert d.stake_of(a) == 10
+
+
 def _silent_server():
     """A TCP server that accepts connections and never answers."""
     srv = socket.socket()
