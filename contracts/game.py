@@ -349,19 +349,6 @@ class CannotMove(Exception):
 ProgramStates = Callable[[int, int], list[bytes]]
 
 
-def _program_states(trace: Trace, opened: Opener) -> ProgramStates:
-    """Program states computed from a party's own input tensors of the record."""
-    cache: dict[tuple[int, int], list[bytes]] = {}
-
-    def states(rec: int, element: int) -> list[bytes]:
-        if (rec, element) not in cache:
-            r = trace[rec]
-            cache[(rec, element)] = programs.program_states(r.kind, r.attr_dict(), opened(rec).inputs, element)
-        return cache[(rec, element)]
-
-    return states
-
-
 @dataclass
 class Defendant:
     """The claim's prover: its committed trace, a function serving a record's tensors
@@ -378,7 +365,7 @@ class Defendant:
 
     def _states(self, rec: int, element: int) -> list[bytes]:
         if self.program_states is None:
-            self.program_states = _program_states(self.trace, self.opened)
+            self.program_states = programs.party_program_states(self.trace, self.opened)
         return self.program_states(rec, element)
 
     def move(self, sys: GameSystem, gid: int, g: dict[str, Any]) -> Tx:
@@ -438,7 +425,7 @@ class Challenger:
     def states(self, rec: int, element: int) -> list[bytes]:
         """The honest program states of ``element`` of record ``rec`` (its own inputs)."""
         if self._states is None:
-            self._states = _program_states(self.trace, self.opened)
+            self._states = programs.party_program_states(self.trace, self.opened)
         return self._states(rec, element)
 
     def _tree(self, i: int) -> TensorTree:

@@ -67,6 +67,7 @@ class BundleStore:
         self._bundles = self.root / "bundles"
         self._progress = self.root / "progress.json"
         self._bundles.mkdir(parents=True, exist_ok=True)
+        self._written_scan: int | None = None
 
     def put(self, bundles: Iterable[Bundle]) -> None:
         """Write ``bundles`` durably (each under its claim hash)."""
@@ -108,5 +109,7 @@ class BundleStore:
         return value
 
     def set_scan_block(self, block: int) -> None:
-        """Record where a restart must read game logs from."""
-        _write_atomic(self._progress, json.dumps({"scan_block": block}).encode())
+        """Record where a restart must read game logs from (a synced write only when it moved)."""
+        if block != self._written_scan:
+            _write_atomic(self._progress, json.dumps({"scan_block": block}).encode())
+            self._written_scan = block

@@ -16,6 +16,7 @@ regenerates tensors to open them, so its openings match its commitments
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import Any, ClassVar
@@ -190,17 +191,15 @@ class ForgedAttentionEnd(PerturbedActivation):
 
     def program_states(self, trace: Trace,
                        opened: Callable[[int], Opened]) -> Callable[[int, int], list[bytes]] | None:
-        cache: dict[tuple[int, int], list[bytes]] = {}
+        honest = programs.party_program_states(trace, opened)
 
+        @functools.cache
         def states(rec: int, element: int) -> list[bytes]:
-            if (rec, element) not in cache:
-                r, o = trace[rec], opened(rec)
-                honest = programs.program_states(r.kind, r.attr_dict(), o.inputs, element)
-                if r.kind == "attention":
-                    committed = o.output.reshape(-1)[element : element + 1].numpy().tobytes()
-                    honest = honest[:-1] + [forge_program_end(r.attr_dict(), honest[-1], committed)]
-                cache[(rec, element)] = honest
-            return cache[(rec, element)]
+            r, states_ = trace[rec], honest(rec, element)
+            if r.kind != "attention":
+                return states_
+            committed = opened(rec).output.reshape(-1)[element : element + 1].numpy().tobytes()
+            return states_[:-1] + [forge_program_end(r.attr_dict(), states_[-1], committed)]
 
         return states
 

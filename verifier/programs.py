@@ -41,6 +41,7 @@ keccak256 of those 256 bytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -463,6 +464,21 @@ class StepResult:
 
     defendant_wrong: bool
     reason: str
+
+
+def party_program_states(trace: Any, opened: Callable[[int], Any]) -> Callable[[int, int], list[bytes]]:
+    """``(record, element) -> S_0 … S_n``, computed from a party's own input tensors of
+    the record (``opened(i).inputs``: its :class:`~refute.verifier.prover.Opened`) over
+    its ``trace``, each element's states once."""
+    cache: dict[tuple[int, int], list[bytes]] = {}
+
+    def states(rec: int, element: int) -> list[bytes]:
+        if (rec, element) not in cache:
+            r = trace[rec]
+            cache[(rec, element)] = program_states(r.kind, r.attr_dict(), opened(rec).inputs, element)
+        return cache[(rec, element)]
+
+    return states
 
 
 def check_step(proof: Any) -> StepResult:
