@@ -39,7 +39,10 @@ __all__ = ["ClaimBoard", "SwarmPeer", "RemoteProver", "BackgroundLoop", "Transpo
 
 log = logging.getLogger(__name__)
 
-MAX_FRAME_BYTES: Final = 64 << 20
+#: The largest frame a peer accepts. Opening a record sends its inputs too, weights
+#: included: SmolLM2's lm_head record carries its 113 MB tied embedding table, so a
+#: sampling dispute's opening of the logits is a 115 MB frame (64 MiB refused it).
+MAX_FRAME_BYTES: Final = 256 << 20
 _HEADER: Final = 8
 _TORCH_TO_NAME: Final = {d.torch_dtype: name for name, d in DTYPES.items()}
 
