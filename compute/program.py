@@ -36,15 +36,18 @@ import torch
 
 from refute.compute.merkle import keccak256, tensor_root
 from refute.compute.trace import (
+    DEFERRED,
     EXTERNAL,
     RecordProof,
     Trace,
     TraceError,
     TraceInput,
     TraceRecord,
+    checkpoint_cuts,
     default_cache,
     diff_records,
     record_run,
+    select_checkpoints,
     verify_record,
 )
 
@@ -53,6 +56,7 @@ __all__ = [
     "MODEL_PREFIX",
     "TASK_INPUTS",
     "ZERO_ROOT",
+    "CHECKPOINT",
     "input_binding",
     "model_digest_of",
     "stop_word",
@@ -69,6 +73,9 @@ __all__ = [
 PROGRAM_PREFIX: Final = b"\x24"
 MODEL_PREFIX: Final = b"\x30"
 ZERO_ROOT: Final = bytes(32)
+CHECKPOINT: Final = keccak256(b"refute/checkpoint")
+"""A template's output root when its record is a checkpoint (its output root is
+committed in a claim's checkpointed trace); other templates' output is zero."""
 
 #: The task-derived external inputs a record may consume, by binding name.
 #: ``ids`` (B, T) int64 token ids; ``mask`` (B, T) as the task gives it (bool
@@ -149,6 +156,21 @@ class Program:
     def weight_roots(self) -> set[bytes]:
         return {i.root for r in self.templates for i in r.inputs if i.external and i.root not in _BINDING_NAMES}
 
+    @property
+    def checkpoints(self) -> tuple[int, ...]:
+        """The records whose output roots a claim commits (templates marked :data:`CHECKPOINT`)."""
+        return tuple(t.index for t in self.templates if t.output == CHECKPOINT)
+
+    @property
+    def segments(self) -> tuple[range, ...]:
+        """The records from one checkpoint (exclusive) to the next (inclusive): each
+        recomputes from the previous checkpoint's output and external inputs alone."""
+        out, start = [], 0
+        for c in self.checkpoints:
+            out.append(range(start, c + 1))
+            start = c + 1
+        return tuple(out)
+
 
 def verify_model_digest(model_digest: bytes, identity: bytes, program_root_preimage: bytes,
                         eos_token_id: int | None) -> None:
@@ -215,19 +237,29 @@ def program_of(model: Any, identity: bytes | str | None = None) -> Program:
             raise ProgramError(f"task input {name} has a weight's root")
         binding.setdefault(root, input_binding(name))  # mask and keep coincide for a bool mask: the first name binds
     eos = None if embeds else getattr(model.config, "eos_token_id", None)
-    return Program(identity, Trace(template_of(r, binding) for r in trace), eos)
+    keep = set(select_checkpoints(checkpoint_cuts(trace), len(trace)))
+    templates = []
+    for r in trace:
+        t = template_of(r, binding)
+        templates.append(TraceRecord(t.index, t.kind, t.attrs, t.inputs, CHECKPOINT if r.index in keep else ZERO_ROOT))
+    return Program(identity, Trace(templates, check_wiring=False), eos)
 
 
 def check_against_template(record: TraceRecord, template: TraceRecord,
-                           task_roots: Mapping[str, bytes]) -> list[str]:
+                           task_roots: Mapping[str, bytes], *, checkpointed: bool = True) -> list[str]:
     """How ``record`` departs from ``template`` given the roots of the task's
     inputs (:func:`task_tensors`); empty if it fits. Internal inputs' roots are
-    not compared here (that is the wiring rule :class:`Trace` enforces)."""
+    not compared here (that is the wiring rule :class:`Trace` enforces). A record
+    of a claim's ``checkpointed`` trace must also commit its output exactly when
+    the template marks it a checkpoint; a full trace's record (a dispute's
+    prefix, ``checkpointed=False``) commits every output."""
     if record.index != template.index:
         return [f"record {record.index} compared with template {template.index}"]
     inputs = tuple(TraceInput(i.name, i.root if i.external else ZERO_ROOT, i.source) for i in record.inputs)
-    shape = TraceRecord(record.index, record.kind, record.attrs, inputs, ZERO_ROOT)
+    shape = TraceRecord(record.index, record.kind, record.attrs, inputs, template.output)
     problems = []
+    if checkpointed and (record.output == DEFERRED) != (template.output == ZERO_ROOT):
+        problems.append(f"output {'deferred at a checkpoint' if record.output == DEFERRED else 'committed off the checkpoints'}")
     for what in diff_records(shape, template):
         if what == "kind":
             problems.append(f"kind {record.kind} is not the program's {template.kind}")

@@ -78,6 +78,12 @@ __all__ = [
     "trace_encoder",
     "trace_embedding",
     "bench_trace_overhead",
+    "DEFERRED",
+    "SEGMENT_RECORDS",
+    "checkpoint_cuts",
+    "select_checkpoints",
+    "checkpointed",
+    "prefix",
 ]
 
 TRACE_VERSION: Final = 1
@@ -95,6 +101,15 @@ EXTERNAL: Final = 2**64 - 1
 """The ``source`` of an input no record of the trace produced (weights, token ids, ...)."""
 
 JSON_KIND: Final = "refute.trace"
+
+DEFERRED: Final = bytes(32)
+"""The root a checkpointed trace gives the output of a record that is not a
+checkpoint (and every input read from such a record): committed to nothing, it
+is computed only in a dispute (docs/protocol.md, "Checkpointed traces")."""
+
+SEGMENT_RECORDS: Final = 16
+"""Most records between two checkpoints that :func:`select_checkpoints` leaves,
+where the program allows (one transformer layer of SmolLM2 or MiniLM)."""
 
 _U64 = 2**64
 _MAX_DEPTH = 64
@@ -645,6 +660,69 @@ def wiring_faults(trace: Trace) -> list[tuple[int, str]]:
             if not i.external and trace[i.source].output != i.root]
 
 
+# --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_cuts(trace: Trace) -> tuple[int, ...]:
+    """The records after which a trace may be cut: record ``c`` qualifies when
+    every record after it reads nothing produced before it but ``c``'s own output
+    (external inputs aside). The records between two such cuts can then be
+    recomputed from the first cut's output alone. The last record always qualifies."""
+    n = len(trace)
+    blocked = [0] * (n + 1)  # difference array: an edge s -> j blocks the cuts s+1 .. j-1
+    for r in trace:
+        for i in r.inputs:
+            if not i.external and i.source + 1 < r.index:
+                blocked[i.source + 1] += 1
+                blocked[r.index] -= 1
+    cuts, open_edges = [], 0
+    for c in range(n):
+        open_edges += blocked[c]
+        if open_edges == 0:
+            cuts.append(c)
+    return tuple(cuts)
+
+
+def select_checkpoints(cuts: Sequence[int], count: int, span: int = SEGMENT_RECORDS) -> tuple[int, ...]:
+    """The checkpoints among ``cuts`` (:func:`checkpoint_cuts` of a trace of
+    ``count`` records): the first cut; then, from each checkpoint, the farthest cut
+    at most ``span`` records on (the next cut if none is that close); and the last
+    record. For a transformer that is the embedding's output, every layer's output
+    and the logits."""
+    if not cuts or cuts[-1] != count - 1:
+        raise TraceError("the last record must be a cut")
+    chosen = [cuts[0]]
+    k = 0
+    while chosen[-1] != count - 1:
+        j = k + 1
+        while j + 1 < len(cuts) and cuts[j + 1] - chosen[-1] <= span:
+            j += 1
+        chosen.append(cuts[j])
+        k = j
+    return tuple(chosen)
+
+
+def checkpointed(trace: Trace, checkpoints: Iterable[int]) -> Trace:
+    """``trace`` as a claim commits to it: the output root of every record not in
+    ``checkpoints``, and every input read from such a record, replaced by
+    :data:`DEFERRED`. The wiring rule still holds (both sides of a deferred edge
+    are zero); wiring that ``trace`` breaks on a checkpoint's edge stays broken."""
+    keep = frozenset(checkpoints)
+    records = []
+    for r in trace:
+        inputs = tuple(i if i.external or i.source in keep else TraceInput(i.name, DEFERRED, i.source)
+                       for i in r.inputs)
+        records.append(TraceRecord(r.index, r.kind, r.attrs, inputs, r.output if r.index in keep else DEFERRED))
+    return Trace(records, check_wiring=False)
+
+
+def prefix(trace: Trace, stop: int) -> Trace:
+    """Records ``0 .. stop - 1`` of ``trace`` (a dispute's full prefix)."""
+    if not 1 <= stop <= len(trace):
+        raise TraceError(f"a prefix of {stop} records of a trace of {len(trace)}")
+    return Trace(trace.records[:stop], check_wiring=False)
+
+
 # --------------------------------------------------------------------------- comparing traces
 
 
@@ -829,11 +907,18 @@ class Tracer:
     while the model runs on, and records are assembled when :attr:`records`,
     :meth:`trace` or :attr:`trace_root` is first read; the trace is the same
     either way. Tensors waiting for their hash stay alive until hashed.
+
+    With ``checkpoints`` (record indices), only those records' outputs are
+    hashed; the others' outputs, and the inputs read from them, get
+    :data:`DEFERRED`: the trace is :func:`checkpointed` without the cost of
+    rooting every activation.
     """
 
-    def __init__(self, cache: RootCache | None = None, background: bool = True) -> None:
+    def __init__(self, cache: RootCache | None = None, background: bool = True,
+                 checkpoints: Iterable[int] | None = None) -> None:
         self.cache = cache if cache is not None else _DEFAULT_CACHE
         self.background = background
+        self.checkpoints = None if checkpoints is None else frozenset(checkpoints)
         self._records: list[TraceRecord] = []
         self._pending: list[tuple[str, dict[str, Any], list[tuple[str, bytes | Future, int]], bytes | Future]] = []
         self._produced: dict[int, tuple[weakref.ref, int, int | None]] = {}
@@ -853,17 +938,20 @@ class Tracer:
         if op.kind not in OPERATOR_SIGNATURES:
             raise TraceError(f"unknown operator kind {op.kind!r}")
         index = len(self)
+        keep = self.checkpoints
         inputs = []
         for name, t in op.inputs.items():
-            root = self.cache.lookup(t, self.background)
             source = EXTERNAL
             produced = self._produced.get(id(t))
             # (tensors made under inference mode have no version: identity, then the root check below)
             if produced is not None and produced[0]() is t and produced[2] == _version(t):
                 source = produced[1]
-            inputs.append((name, root, source))
+            deferred = keep is not None and source != EXTERNAL and source not in keep
+            inputs.append((name, DEFERRED if deferred else self.cache.lookup(t, self.background), source))
         out = op.output
-        self._pending.append((op.kind, dict(op.attrs), inputs, self.cache.lookup(out, self.background)))
+        committed = keep is None or index in keep
+        self._pending.append((op.kind, dict(op.attrs), inputs,
+                              self.cache.lookup(out, self.background) if committed else DEFERRED))
         self._produced[id(out)] = (weakref.ref(out), index, _version(out))
         self._trace = None
 
@@ -903,10 +991,13 @@ class Tracer:
 
 
 def record_run(executor: Executor, fn: Callable[..., Any], *args: Any, cache: RootCache | None = None,
-               background: bool = True, **kwargs: Any) -> tuple[Trace, Any]:
+               background: bool = True, checkpoints: Iterable[int] | None = None,
+               **kwargs: Any) -> tuple[Trace, Any]:
     """Run ``fn(*args, **kwargs)`` with a :class:`Tracer` on ``executor``; return
-    ``(trace, fn's result)``. The tracer is detached afterwards, whatever happens."""
-    tracer = Tracer(cache, background)
+    ``(trace, fn's result)``. The tracer is detached afterwards, whatever happens.
+    With ``checkpoints``, only those records' outputs are hashed and the trace is
+    :func:`checkpointed` (the same records, computed without hashing the rest)."""
+    tracer = Tracer(cache, background, checkpoints)
     executor.observers.append(tracer)
     try:
         result = fn(*args, **kwargs)
@@ -971,10 +1062,13 @@ def trace_embedding(model: Any, texts: Sequence[str], *, tokenizer: Any = None, 
 
 def bench_trace_overhead(model: Any = None, tokens: int = 128, repeats: int = 3, seed: int = 0) -> dict[str, Any]:
     """Time one prefill of ``tokens`` random tokens through ``model`` (default:
-    SmolLM2-135M on the reference backend): untraced, traced with roots hashed
-    inline (``background=False``) and traced with roots hashed on the worker
-    thread (the default), the weights' roots cached in both; and, once, the
-    first traced forward with an empty cache and the weights' roots alone.
+    SmolLM2-135M on the reference backend): untraced; traced as a claim commits
+    it (only the program's checkpoints rooted, :func:`checkpointed`), inline
+    (``claim_inline``) and on the worker thread (``claim``, what a prover runs);
+    traced in full, every output rooted, inline (``inline``) and on the worker
+    thread (``background``: what a dispute's full trace costs); the weights'
+    roots cached throughout; and, once, the first full traced forward with an
+    empty cache and the weights' roots alone.
 
     The three kinds of run alternate, ``repeats`` times, so that drift in the
     machine's speed affects all alike. For each kind: wall seconds (median and
@@ -1006,10 +1100,14 @@ def bench_trace_overhead(model: Any = None, tokens: int = 128, repeats: int = 3,
     for t in weights:
         tensor_root(t)
     weights_s = time.perf_counter() - t0
-    kinds = ("untraced", "inline", "background")
+    from refute.compute.program import program_of
+
+    checkpoints = program_of(model).checkpoints
+    claimed = checkpointed(first, checkpoints).root
+    kinds = ("untraced", "claim", "claim_inline", "inline", "background")
     wall: dict[str, list[float]] = {k: [] for k in kinds}
     cpu: dict[str, list[float]] = {k: [] for k in kinds}
-    hashing, activation_bytes = [], 0
+    hashing, claim_hashing, activation_bytes, claim_bytes = [], [], 0, 0
     for _ in range(repeats):
         for kind in kinds:
             before_s, before_b = cache.seconds, cache.bytes_hashed
@@ -1017,14 +1115,19 @@ def bench_trace_overhead(model: Any = None, tokens: int = 128, repeats: int = 3,
             if kind == "untraced":
                 forward()
             else:
-                trace, _ = record_run(model.ex, forward, cache=cache, background=kind == "background")
-                if trace.root != first.root:
+                claim = kind.startswith("claim")
+                trace, _ = record_run(model.ex, forward, cache=cache, background=kind in ("background", "claim"),
+                                      checkpoints=checkpoints if claim else None)
+                if trace.root != (claimed if claim else first.root):
                     raise AssertionError("tracing the same forward twice gave two roots")
             wall[kind].append(time.perf_counter() - t0)
             cpu[kind].append(time.process_time() - c0)
             if kind == "inline":
                 hashing.append(cache.seconds - before_s)
                 activation_bytes = cache.bytes_hashed - before_b
+            if kind == "claim_inline":
+                claim_hashing.append(cache.seconds - before_s)
+                claim_bytes = cache.bytes_hashed - before_b
     med = {k: statistics.median(v) for k, v in wall.items()}
     low = {k: min(v) for k, v in wall.items()}
     cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
@@ -1033,7 +1136,9 @@ def bench_trace_overhead(model: Any = None, tokens: int = 128, repeats: int = 3,
         "backend": model.ex.backend,
         "threads": torch.get_num_threads(),
         "records": len(first),
+        "checkpoints": len(checkpoints),
         "activation_bytes": activation_bytes,
+        "claim_bytes": claim_bytes,
         "weight_bytes": weight_bytes,
     }
     for k in kinds:
@@ -1044,11 +1149,13 @@ def bench_trace_overhead(model: Any = None, tokens: int = 128, repeats: int = 3,
         out[f"overhead_{k}_cpu"] = cpu_med[k] / cpu_med["untraced"] - 1
     out.update({
         "hashing_inline_s": statistics.median(hashing),
+        "hashing_claim_inline_s": statistics.median(claim_hashing),
         "traced_first_s": first_s,
         "weight_roots_s": weights_s,
         "overhead_first": first_s / med["untraced"] - 1,
         "wall_s": wall,
         "cpu_s": cpu,
         "trace_root": "0x" + first.root.hex(),
+        "claim_trace_root": "0x" + claimed.hex(),
     })
     return out

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from Crypto.Hash import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_models_tiny import BERT, LLAMA, bert_batch, llama_prompts, random_bert_weights, random_llama_weights
 
 from refute.compute import trace as T
@@ -519,7 +521,9 @@ def test_overhead_benchmark_runs_on_a_tiny_model(llama_w):
     assert r["records"] == 1 + 16 * LLAMA.num_layers + 2
     assert r["weight_bytes"] == sum(w.numel() * 4 for w in llama_w.values())
     assert r["activation_bytes"] > 0 and r["untraced_s"] > 0 and r["inline_s"] > 0
-    assert set(r["wall_s"]) == {"untraced", "inline", "background"}
+    assert set(r["wall_s"]) == {"untraced", "claim", "claim_inline", "inline", "background"}
+    # a claim roots its checkpoints (embedding, each layer, logits): far fewer bytes than every output
+    assert r["checkpoints"] == 2 + LLAMA.num_layers and 0 < r["claim_bytes"] < r["activation_bytes"] / 4
 
 
 @pytest.mark.slow
@@ -534,3 +538,87 @@ def test_minilm_embedding_trace_on_the_packaged_model():
     assert a.root == b.root != c.root
     assert len(a) == 6 + 12 * 6 + 2 and a[-1].kind == "l2_normalize"
     assert first_divergence(a, c) == 0
+
+
+# --------------------------------------------------------------------------- checkpointed traces
+
+
+@st.composite
+def wirings(draw):
+    """A trace of ``add`` records, each reading two earlier records or externals."""
+    n = draw(st.integers(1, 24))
+    records = []
+    for i in range(n):
+        ins = []
+        for name in ("x", "y"):
+            src = draw(st.one_of(st.none(), st.integers(0, i - 1))) if i else None
+            root = bytes([200 + i % 50]) * 32 if src is None else bytes([1 + src]) * 32
+            ins.append(TraceInput(name, root, EXTERNAL if src is None else src))
+        records.append(TraceRecord(i, "add", {}, tuple(ins), bytes([1 + i]) * 32))
+    return Trace(records)
+
+
+@settings(max_examples=200, deadline=None)
+@given(trace=wirings(), span=st.integers(1, 8))
+def test_cuts_are_exactly_the_records_later_ones_can_be_recomputed_from(trace, span):
+    """Record c is a cut iff no record after c reads a record before c (checked edge by
+    edge here, independently of the difference array); checkpoints are cuts, start at
+    the first, end at the last record, and never skip a cut that was within reach."""
+    n = len(trace)
+    edges = [(i.source, r.index) for r in trace for i in r.inputs if not i.external]
+    cuts = T.checkpoint_cuts(trace)
+    for c in range(n):
+        crossing = [s for s, j in edges if s < c < j]
+        assert (c in cuts) == (not crossing) or c == n - 1, (c, crossing)
+    assert cuts[-1] == n - 1
+    chosen = T.select_checkpoints(cuts, n, span)
+    assert chosen[0] == cuts[0] and chosen[-1] == n - 1 and set(chosen) <= set(cuts)
+    assert list(chosen) == sorted(set(chosen))
+    for a, b in zip(chosen, chosen[1:]):
+        between = [c for c in cuts if a < c < b]
+        # b is the farthest cut within span of a, or the very next cut when none is that close
+        assert (b - a <= span and not [c for c in cuts if b < c <= a + span]) or (b - a > span and not between)
+
+
+def test_a_checkpointed_trace_defers_exactly_the_other_outputs_and_their_edges(llama_trace):
+    cps = {0, 16, 32, 34}
+    lite = T.checkpointed(llama_trace, cps)
+    assert len(lite) == len(llama_trace) and lite.root != llama_trace.root
+    for full, r in zip(llama_trace, lite):
+        assert r.output == (full.output if r.index in cps else T.DEFERRED)
+        for a, b in zip(full.inputs, r.inputs):
+            deferred = not a.external and a.source not in cps
+            assert b.root == (T.DEFERRED if deferred else a.root) and (a.name, a.source) == (b.name, b.source)
+    assert T.wiring_faults(lite) == []
+    assert T.prefix(llama_trace, 17).root == Trace(llama_trace.records[:17]).root
+    with pytest.raises(TraceError):
+        T.prefix(llama_trace, len(llama_trace) + 1)
+
+
+def test_the_tracer_roots_only_the_checkpoints_and_gets_the_same_trace(llama_w):
+    """Tracing with checkpoints is the full trace checkpointed, bit for bit, while
+    hashing only the checkpoints' bytes (weights cached)."""
+    model = LlamaDecoder(LLAMA, llama_w, Executor("reference"))
+    ids, positions, mask = T.generation_inputs(PROMPT, GENERATED)
+    run = lambda: model.forward(ids, positions, mask, None, "all")  # noqa: E731
+    full, _ = record_run(model.ex, run, cache=RootCache(), background=False)
+    cps = T.select_checkpoints(T.checkpoint_cuts(full), len(full))
+    assert cps == (0, 16, 32, 34)
+    cache = RootCache()
+    record_run(model.ex, run, cache=cache)  # weights and activations
+    before = cache.bytes_hashed
+    lite, _ = record_run(model.ex, run, cache=cache, checkpoints=cps)
+    outputs = [o for o in _outputs(model, run)]
+    want = sum(outputs[i].numel() * 4 for i in cps) + sum(t.numel() * t.element_size() for t in (ids, positions, mask))
+    assert lite.root == T.checkpointed(full, cps).root
+    assert cache.bytes_hashed - before <= want
+
+
+def _outputs(model, run):
+    got = []
+    model.ex.observers.append(lambda op: got.append(op.output))
+    try:
+        run()
+    finally:
+        model.ex.observers.pop()
+    return got
