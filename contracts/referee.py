@@ -261,8 +261,11 @@ class RefereeContract:
         if proof.kind == "compute":
             return self.contract.functions.decideCompute(*compute_args(proof))
         if proof.kind == "template":
-            return self.contract.functions.decideTemplate(claim_tuple(proof.claim), proof.record.encode(),
-                                                          template_evidence(proof))
+            # the root the record and its sources are proven under: the claim's (lite) trace
+            # root, or the defendant's full prefix trace root in a game's template state
+            trace_root = getattr(proof, "trace_root", None) or proof.claim.trace_root
+            return self.contract.functions.decideTemplate(claim_tuple(proof.claim), bytes(trace_root),
+                                                          proof.record.encode(), template_evidence(proof))
         if proof.kind == "sampling":
             return self.contract.functions.decideSampling(claim_tuple(proof.claim), sampling_evidence(proof))
         raise ValueError(f"no on-chain decision for {proof.kind!r} one-steps yet")

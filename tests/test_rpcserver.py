@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 
 from refute.compute.claims import Claim, ClaimRound, sign_claim
 from refute.contracts.client import Chain, ChainTimeout, ChainUnavailable, ContractError
+from refute.compute.trace import Trace, TraceInput, TraceRecord
 from refute.contracts.game import GameParams, GameSystem
 from refute.contracts.rpcserver import ChainServer
 
@@ -122,15 +123,20 @@ def test_game_system_deploys_and_game_events_come_from_get_logs(chain):
     prover, challenger = Account.from_key(PROVER_KEY).address, a[2]
     assert prover == a[1]
     sys_.dep.stake(prover, 2 * params.slash_amount)
+    weight = TraceInput("weight", b"\x02" * 32)
+    trace = Trace(TraceRecord(i, "rms_norm", {"eps": 1e-5}, (TraceInput("x", bytes([i]) * 32), weight),
+                              bytes([100 + i]) * 32) for i in range(5))
     claim = Claim(version=1, chain_id=chain.chain_id, model_digest=b"\x11" * 32, input_digest=b"\x22" * 32,
-                  output_digest=b"\x33" * 32, trace_root=b"\x44" * 32, seed=1, round=1, step=0, task=1,
+                  output_digest=b"\x33" * 32, trace_root=trace.root, seed=1, round=1, step=0, task=1,
                   prover=prover)
     signed = sign_claim(claim, PROVER_KEY, registry=sys_.dep.registry.address)
     cr = ClaimRound([signed])
     sys_.dep.post_round(prover, cr)
-    gid, tx = sys_.open(challenger, signed, 4, b"\x55" * 32, claim_round=cr)
+    pin = (trace[3].encode(), len(trace), list(trace.prove_record(3).siblings))
+    gid, tx = sys_.open(challenger, signed, pin, b"\x55" * 32, claim_round=cr)
     opened = sys_.events("GameOpened", gid)
-    assert len(opened) == 1 and opened[0]["challenger"] == challenger and opened[0]["count"] == 4
+    assert len(opened) == 1 and opened[0]["challenger"] == challenger and opened[0]["pinned"] == 3
+    assert opened[0]["pinnedOutput"] == bytes([103]) * 32
     assert sys_.last_event("GameOpened", gid)["treeRoot"] == b"\x55" * 32
     assert sys_.events("GameOpened", gid + 1) == []  # the topic filter is applied
     assert sys_.game(gid)["challenger"] == challenger

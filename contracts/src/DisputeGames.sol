@@ -6,6 +6,17 @@ import {IStakeManager} from "./IStakeManager.sol";
 import {IReferee, Opening} from "./IReferee.sol";
 import {IProgramReferee, InputHead} from "./IProgramReferee.sol";
 
+/// @notice A trace record proven as a leaf of a trace tree: `record` (canonical encoding,
+///         docs/protocol.md "Record encoding"; its index is read from bytes 2..10,
+///         big-endian) is leaf `index` of a tree of `count` records whose trace root is
+///         `keccak256(0x23 || u64be(count) || treeRoot)`; `siblings` from the leaf up,
+///         exactly ceil(log2(count)) of them.
+struct RecordProof {
+    bytes record;
+    uint64 count;
+    bytes32[] siblings;
+}
+
 /// @title DisputeGames
 /// @notice Every bisection game between a claim's prover (the defendant) and a
 ///         challenger, in one contract (docs/protocol.md, "Dispute game"). The contract
@@ -17,18 +28,21 @@ import {IProgramReferee, InputHead} from "./IProgramReferee.sol";
 ///      forced in). The referee is only ever `staticcall`ed (its functions are `view`).
 ///      Bounded work per call: at most `MAX_RECORD_DEPTH` siblings per record proof,
 ///      `MAX_CHUNK_DEPTH` per chunk proof, 8 words per chunk comparison.
+///      Claims commit a checkpointed ("lite") trace: records that are not checkpoints
+///      carry output root zero ("deferred"). A game starts from one checkpoint record `i`
+///      of the claim's lite trace that the challenger pins, and bisects the two parties'
+///      full traces (every root) of the prefix of records 0..i.
 contract DisputeGames {
     // ------------------------------------------------------------------ types
 
     /// @notice Where a game stands; the comment names the party to move.
     enum State {
         None, //                 no such game
-        AwaitResponse, //        defendant: post bond, open the claim's trace root
+        AwaitResponse, //        defendant: post bond, commit its full prefix trace, prove the pinned record in it
         RecordBisectD, //        defendant: reveal the children of its current trace node
         RecordBisectC, //        challenger: reveal both parties' children
         RecordRevealD, //        defendant: reveal its record at the leaf
         RecordRevealC, //        challenger: reveal both records
-        RecordProveD, //         defendant (counts differ): reveal record min(count)-1 with a proof
         Template, //             anyone (challenger's clock): the referee's template decision
         HeaderD, //              defendant: reveal its output header and data root
         HeaderC, //              challenger: reveal its output header and data root
@@ -59,19 +73,22 @@ contract DisputeGames {
         uint32 clockD; // seconds left on the defendant's clock
         uint32 clockC; // seconds left on the challenger's clock
         // slot 2
-        uint64 countD; // program phase: lo, the last step both agree on
-        uint64 countC; // program phase: hi, the first step in dispute
+        uint64 countD; // records in the defendant's prefix tree (= countC); program phase: lo, the last step both agree on
+        uint64 countC; // records in the challenger's prefix tree (pinned index + 1); program phase: hi, the first step in dispute
         uint64 index; // node index on `level`; at the end: record, then chunk, then element
         uint64 numelD; // defendant's output numel
         // slots 3..9
         bytes32 claimHash;
-        bytes32 nodeD; // defendant's current node (trace root, tree node, output root, data node); program: hash of S_lo
+        bytes32 nodeD; // defendant's current node (pinned output root, tree node, output root, data node); program: hash of S_lo
         bytes32 nodeC; // challenger's; program: the defendant's hash of S_hi
         uint128 bondC;
         uint128 bondD;
         bytes32 recordHashD; // keccak256 of the defendant's disputed record
         bytes32 headerHashD; // keccak256 of the defendant's output header
-        bytes32 committed; // defendant's element bytes, left-aligned, `itemsize` long; program: hash of the posted hashes
+        // record phase and Template: the defendant's full prefix tree root (its trace root
+        // is `_traceRoot(countD, committed)`); from `_found` on: the defendant's element
+        // bytes, left-aligned, `itemsize` long; program: hash of the posted hashes
+        bytes32 committed;
     }
 
     /// @notice Per claim hash: the open game (id + 1, 0 if none), whether its prover was
@@ -95,7 +112,7 @@ contract DisputeGames {
     ///         program of n steps takes ceil(log16(n)) rounds.
     uint64 public constant PROGRAM_SECTIONS = 16;
     /// @notice Most moves one party makes in a game (respond or open, record rounds, record
-    ///         reveal or proof, header, chunk rounds, chunk, element, one-step or program
+    ///         reveal, header, chunk rounds, chunk, element, one-step or program
     ///         opening and end state, program rounds, program step).
     uint256 public constant MAX_MOVES_PER_PARTY =
         1 + MAX_RECORD_DEPTH + 1 + 1 + MAX_CHUNK_DEPTH + 1 + 1 + 1 + MAX_PROGRAM_DEPTH / 4 + 1;
@@ -146,18 +163,22 @@ contract DisputeGames {
 
     /// @notice This contract authorised itself as a game in the StakeManager.
     event Activated(address indexed stakeManager);
-    /// @notice `challenger` opened game `gameId` against `claimHash` of `prover` with a
-    ///         trace of `count` records under `treeRoot`, bonding `bond`.
+    /// @notice `challenger` opened game `gameId` against `claimHash` of `prover`, bonding
+    ///         `bond`: it pinned record `pinned` of the claim's lite trace (output root
+    ///         `pinnedOutput`) and committed its own full trace of records 0..`pinned`
+    ///         under tree root `treeRoot`.
     event GameOpened(
         uint256 indexed gameId,
         bytes32 indexed claimHash,
         address indexed prover,
         address challenger,
         uint256 bond,
-        uint64 count,
+        uint64 pinned,
+        bytes32 pinnedOutput,
         bytes32 treeRoot
     );
-    /// @notice The defendant bonded `bond` and opened its trace root as (`count`, `treeRoot`).
+    /// @notice The defendant bonded `bond` and committed its full prefix trace of `count`
+    ///         records under tree root `treeRoot`.
     event Responded(uint256 indexed gameId, uint256 bond, uint64 count, bytes32 treeRoot);
     /// @notice Game `gameId` moved from `from` to `to` (every transition).
     event StateChanged(uint256 indexed gameId, State from, State to);
@@ -186,6 +207,9 @@ contract DisputeGames {
     event GameResolved(uint256 indexed gameId, bool defendantWon, string reason);
     /// @notice A sampling challenge of `claimHash` by `challenger` succeeded.
     event SamplingRefuted(bytes32 indexed claimHash, address indexed prover, address indexed challenger);
+    /// @notice A template challenge of `claimHash` by `challenger` succeeded: record `index`
+    ///         of the claim's lite trace does not fit its template.
+    event TemplateRefuted(bytes32 indexed claimHash, address indexed prover, address indexed challenger, uint64 index);
     /// @notice `account` was credited `amount`.
     event Credited(address indexed account, uint256 amount);
     /// @notice `account` pulled `amount`.
@@ -219,8 +243,6 @@ contract DisputeGames {
     error AlreadySlashed(bytes32 claimHash);
     /// @notice A trace count of `count` is not in `[1, 2^MAX_RECORD_DEPTH]`.
     error BadCount(uint64 count);
-    /// @notice The challenger's trace root equals the claim's: nothing to dispute.
-    error SameTrace();
     /// @notice A revealed opening does not hash to the committed node (`what`).
     error BadOpening(bytes32 what);
     /// @notice A record is malformed for its position (`what`).
@@ -304,9 +326,12 @@ contract DisputeGames {
     // ------------------------------------------------------------------- open
 
     /// @notice Open a game against `claim` (signed `r, s, v`, leaf `claim.step` of its
-    ///         prover's round root under `proof`), committing the caller's own trace of
-    ///         `count` records with tree root `treeRoot`. Bonds `msg.value >= minBond` and
-    ///         locks `slashAmount` of the prover's stake. The caller becomes the challenger.
+    ///         prover's round root under `proof`). `pin` is the defendant's record `i` of
+    ///         the claim's lite trace, proven under `claim.traceRoot`; it must be a
+    ///         checkpoint (nonzero output root X; a deferred record commits to nothing).
+    ///         The caller commits `treeRoot`, the tree root of its own full trace of
+    ///         records 0..i (i + 1 records). Bonds `msg.value >= minBond` and locks
+    ///         `slashAmount` of the prover's stake. The caller becomes the challenger.
     /// @return gameId The new game's id.
     function open(
         Claim calldata claim,
@@ -314,13 +339,14 @@ contract DisputeGames {
         bytes32 s,
         uint8 v,
         bytes32[] calldata proof,
-        uint64 count,
+        RecordProof calldata pin,
         bytes32 treeRoot
     ) external payable returns (uint256 gameId) {
         if (msg.value < minBond || msg.value >= 2 ** 127) revert WrongBond(msg.value, minBond);
-        if (count == 0 || count > (uint64(1) << MAX_RECORD_DEPTH)) revert BadCount(count);
         bytes32 h = _checkChallengeable(claim, r, s, v, proof);
-        if (_traceRoot(count, treeRoot) == claim.traceRoot) revert SameTrace();
+        uint64 i = _verifyRecordProof(claim.traceRoot, pin);
+        bytes32 x = _output(pin.record);
+        if (x == bytes32(0)) revert BadOpening("deferred");
 
         gameId = ++gameCount;
         Game storage g = _games[gameId];
@@ -330,15 +356,15 @@ contract DisputeGames {
         g.state = State.AwaitResponse;
         g.clockD = clockBudget;
         g.clockC = clockBudget;
-        g.countC = count;
+        g.countC = i + 1;
         g.claimHash = h;
-        g.nodeD = claim.traceRoot;
+        g.nodeD = x;
         g.nodeC = treeRoot;
         g.bondC = uint128(msg.value);
         claimState[h].openGame = uint64(gameId);
         totalBonds += msg.value;
 
-        emit GameOpened(gameId, h, claim.prover, msg.sender, msg.value, count, treeRoot);
+        emit GameOpened(gameId, h, claim.prover, msg.sender, msg.value, i, x, treeRoot);
         emit StateChanged(gameId, State.None, State.AwaitResponse);
         stakeManager.lock(claim.prover, slashAmount); // reverts if the prover's free stake is short
     }
@@ -359,35 +385,64 @@ contract DisputeGames {
         bytes32 h = _checkChallengeable(claim, r, s, v, proof);
         if (address(referee) == address(0)) revert NoReferee();
         if (!referee.decideSampling(claim, evidence)) revert ChallengeFailed();
-        claimState[h].slashed = true;
         emit SamplingRefuted(h, claim.prover, msg.sender);
-        stakeManager.lock(claim.prover, slashAmount);
-        stakeManager.slash(claim.prover, slashAmount, msg.sender, winnerShareBps);
+        _slashAtOnce(h, claim.prover);
+    }
+
+    /// @notice Refute a record of the claim's lite trace that does not fit its template,
+    ///         in one call: `pin` is the defendant's record, proven under `claim.traceRoot`,
+    ///         and the referee's `decideTemplate(claim, claim.traceRoot, record, evidence)`
+    ///         (lite mode: the wiring and checkpoint rules against the claim's own trace)
+    ///         is a pure check of committed data, so no defendant move and no bond are
+    ///         needed. Reverts with `ChallengeFailed` unless the referee finds the prover
+    ///         wrong; on success the prover is slashed `slashAmount` (the caller gets
+    ///         `winnerShareBps` of it).
+    function openTemplate(
+        Claim calldata claim,
+        bytes32 r,
+        bytes32 s,
+        uint8 v,
+        bytes32[] calldata proof,
+        RecordProof calldata pin,
+        bytes calldata evidence
+    ) external {
+        bytes32 h = _checkChallengeable(claim, r, s, v, proof);
+        if (address(referee) == address(0)) revert NoReferee();
+        uint64 i = _verifyRecordProof(claim.traceRoot, pin);
+        if (!referee.decideTemplate(claim, claim.traceRoot, pin.record, evidence)) revert ChallengeFailed();
+        emit TemplateRefuted(h, claim.prover, msg.sender, i);
+        _slashAtOnce(h, claim.prover);
     }
 
     // ------------------------------------------------------------ defendant
 
-    /// @notice The defendant's answer: bond exactly `minBond` and open the claim's trace
-    ///         root as `keccak256(0x23 || u64be(count) || treeRoot)`.
-    function respond(uint256 gameId, uint64 count, bytes32 treeRoot) external payable {
+    /// @notice The defendant's answer: bond exactly `minBond`, commit `treeRoot`, the tree
+    ///         root of its full trace of the pinned prefix (`countC` records, the pinned
+    ///         index + 1), and prove its full `record` at the pinned index (the last leaf)
+    ///         under it with `siblings` (leaf up); that record's output root must be the
+    ///         pinned one. A `treeRoot` equal to the challenger's ends the game at once for
+    ///         the defendant ("same prefix"); else the bisection of the two prefixes starts.
+    function respond(uint256 gameId, bytes32 treeRoot, bytes calldata record, bytes32[] calldata siblings)
+        external
+        payable
+    {
         Game storage g = _move(gameId, State.AwaitResponse, true);
         if (msg.value != minBond) revert WrongBond(msg.value, minBond);
-        if (count == 0 || count > (uint64(1) << MAX_RECORD_DEPTH)) revert BadCount(count);
-        if (_traceRoot(count, treeRoot) != g.nodeD) revert BadOpening("trace root");
+        uint64 count = g.countC;
+        if (_provenRecord(_traceRoot(count, treeRoot), record, count, siblings) != count - 1) {
+            revert BadRecord("index");
+        }
+        if (_output(record) != g.nodeD) revert BadOpening("pinned output");
         g.bondD = uint128(msg.value);
         totalBonds += msg.value;
-        g.countD = count;
-        g.nodeD = treeRoot;
         emit Responded(gameId, msg.value, count, treeRoot);
-        uint64 countC = g.countC;
-        if (count != countC) {
-            g.index = (count < countC ? count : countC) - 1;
-            _goto(gameId, g, State.RecordProveD);
-        } else {
-            uint8 depth = _depth(count);
-            g.level = depth;
-            _goto(gameId, g, depth == 0 ? State.RecordRevealD : State.RecordBisectD);
-        }
+        if (treeRoot == g.nodeC) return _resolve(gameId, g, true, "same prefix");
+        g.countD = count;
+        g.committed = treeRoot;
+        g.nodeD = treeRoot;
+        uint8 depth = _depth(count);
+        g.level = depth;
+        _goto(gameId, g, depth == 0 ? State.RecordRevealD : State.RecordBisectD);
     }
 
     /// @notice Record or tensor bisection, defendant: reveal the two children of its
@@ -409,24 +464,6 @@ contract DisputeGames {
         _checkRecord(record, g.index);
         emit RecordRevealed(gameId, g.index, record);
         _goto(gameId, g, State.RecordRevealC);
-    }
-
-    /// @notice Counts differ, defendant: reveal its record `min(countD, countC) - 1` with
-    ///         its inclusion proof (`siblings`, leaf up) against its tree root.
-    function proveRecord(uint256 gameId, bytes calldata record, bytes32[] calldata siblings) external {
-        Game storage g = _move(gameId, State.RecordProveD, true);
-        uint64 idx = g.index;
-        uint8 depth = _depth(g.countD);
-        if (siblings.length != depth) revert BadOpening("sibling count");
-        bytes32 acc = _leaf(record);
-        for (uint256 k; k < depth; ++k) {
-            acc = (idx >> k) & 1 == 1 ? _node(0x22, siblings[k], acc) : _node(0x22, acc, siblings[k]);
-        }
-        if (acc != g.nodeD) revert BadOpening("record proof");
-        _checkRecord(record, idx);
-        g.recordHashD = keccak256(record);
-        emit RecordRevealed(gameId, idx, record);
-        _goto(gameId, g, State.Template);
     }
 
     /// @notice Tensor phase, defendant: reveal its output `header` and data root
@@ -535,8 +572,8 @@ contract DisputeGames {
         g.recordHashD = keccak256(recordD);
         uint256 n = recordD.length;
         if (n == recordC.length && keccak256(recordD[:n - 32]) == keccak256(recordC[:n - 32])) {
-            g.nodeD = bytes32(recordD[n - 32:]);
-            g.nodeC = bytes32(recordC[n - 32:]);
+            g.nodeD = _output(recordD);
+            g.nodeC = _output(recordC);
             _goto(gameId, g, State.HeaderD);
         } else {
             _goto(gameId, g, State.Template);
@@ -643,7 +680,8 @@ contract DisputeGames {
 
     /// @notice The template decision: anyone may call it (the challenger's clock runs);
     ///         re-supply the game's `claim` and the defendant's disputed `record`; the
-    ///         referee checks it against the program behind `claim.modelDigest`.
+    ///         referee checks it against the program behind `claim.modelDigest`, with its
+    ///         source records proven under the defendant's full prefix trace root.
     function resolveTemplate(uint256 gameId, Claim calldata claim, bytes calldata record, bytes calldata evidence)
         external
     {
@@ -653,7 +691,7 @@ contract DisputeGames {
         if (address(referee) == address(0)) revert NoReferee();
         if (registry.claimHash(claim) != g.claimHash) revert WrongClaim(g.claimHash);
         if (keccak256(record) != g.recordHashD) revert BadOpening("record");
-        bool wrong = referee.decideTemplate(claim, record, evidence);
+        bool wrong = referee.decideTemplate(claim, _traceRoot(g.countD, g.committed), record, evidence);
         _resolve(gameId, g, !wrong, "template one-step");
     }
 
@@ -725,6 +763,39 @@ contract DisputeGames {
         }
     }
 
+    /// @dev A refutation decided in one call (sampling, template): the claim can no longer
+    ///      be challenged, and the prover is locked and slashed at once.
+    function _slashAtOnce(bytes32 h, address prover) internal {
+        claimState[h].slashed = true;
+        stakeManager.lock(prover, slashAmount);
+        stakeManager.slash(prover, slashAmount, msg.sender, winnerShareBps);
+    }
+
+    /// @dev `p.record` is leaf `index` of a trace of `p.count` records with root `traceRoot`.
+    function _verifyRecordProof(bytes32 traceRoot, RecordProof calldata p) internal pure returns (uint64 index) {
+        return _provenRecord(traceRoot, p.record, p.count, p.siblings);
+    }
+
+    /// @dev Check that `record` (prefix, version, index read from it) is leaf `index` of a
+    ///      trace of `count` records (1 to 2^MAX_RECORD_DEPTH) with root `traceRoot`,
+    ///      `siblings` from the leaf up; returns that index.
+    function _provenRecord(bytes32 traceRoot, bytes calldata record, uint64 count, bytes32[] calldata siblings)
+        internal
+        pure
+        returns (uint64 index)
+    {
+        if (count == 0 || count > (uint64(1) << MAX_RECORD_DEPTH)) revert BadCount(count);
+        index = _recordIndex(record);
+        if (index >= count) revert BadRecord("index");
+        uint8 depth = _depth(count);
+        if (siblings.length != depth) revert BadOpening("sibling count");
+        bytes32 acc = _leaf(record);
+        for (uint256 k; k < depth; ++k) {
+            acc = (index >> k) & 1 == 1 ? _node(0x22, siblings[k], acc) : _node(0x22, acc, siblings[k]);
+        }
+        if (_traceRoot(count, acc) != traceRoot) revert BadOpening("record proof");
+    }
+
     /// @dev The challenger's move in `OneStep` (one-step or program): a referee exists and
     ///      `record` and `header` are the defendant's disputed record and output header.
     function _oneStepMove(uint256 gameId, bytes calldata record, bytes calldata header)
@@ -745,8 +816,8 @@ contract DisputeGames {
 
     function _defendantMoves(State st) internal pure returns (bool) {
         return st == State.AwaitResponse || st == State.RecordBisectD || st == State.RecordRevealD
-            || st == State.RecordProveD || st == State.HeaderD || st == State.TensorBisectD || st == State.ChunkD
-            || st == State.ElementD || st == State.ProgramEndD || st == State.ProgramBisectD;
+            || st == State.HeaderD || st == State.TensorBisectD || st == State.ChunkD || st == State.ElementD
+            || st == State.ProgramEndD || st == State.ProgramBisectD;
     }
 
     function _expect(uint256 gameId, Game storage g, State expected) internal view {
@@ -873,9 +944,19 @@ contract DisputeGames {
 
     /// @dev A record: prefix 0x20, version 1, index `index`, at least an output root.
     function _checkRecord(bytes calldata record, uint64 index) internal pure {
+        if (_recordIndex(record) != index) revert BadRecord("index");
+    }
+
+    /// @dev The index of a record (prefix 0x20, version 1, at least an output root).
+    function _recordIndex(bytes calldata record) internal pure returns (uint64) {
         if (record.length < 2 + 8 + 32 + 3) revert BadRecord("short");
         if (record[0] != 0x20 || record[1] != 0x01) revert BadRecord("prefix");
-        if (uint64(bytes8(record[2:10])) != index) revert BadRecord("index");
+        return uint64(bytes8(record[2:10]));
+    }
+
+    /// @dev A record's output root: its last 32 bytes (zero: deferred).
+    function _output(bytes calldata record) internal pure returns (bytes32) {
+        return bytes32(record[record.length - 32:]);
     }
 
     /// @dev `u8 code || u8 ndim || u64be dims`: itemsize and numel, numel * itemsize <= 2^40.

@@ -42,12 +42,17 @@ interface IReferee {
         Opening[] calldata openings
     ) external view returns (bool defendantWrong);
 
-    /// @notice Decide whether `record` (proven by the caller to be record `index` of
-    ///         `claim.traceRoot`) fits its template of the program behind
+    /// @notice Decide whether `record` (proven by the caller to be a record of the trace
+    ///         with root `traceRoot`) fits its template of the program behind
     ///         `claim.modelDigest` (docs/protocol.md "Programs and the claim's model
-    ///         digest"). `evidence` carries the digest's preimage, the template and its
-    ///         proof, and the task inputs (ABI layout documented by the implementation).
-    function decideTemplate(Claim calldata claim, bytes calldata record, bytes calldata evidence)
+    ///         digest"). `traceRoot` is the root the record and the evidence's source
+    ///         records are proven under: either `claim.traceRoot` (the claim's lite trace,
+    ///         "lite mode": a record's output root must also be nonzero exactly where its
+    ///         template marks a checkpoint) or the defendant's full prefix trace root (a
+    ///         game's template state: every root real, no checkpoint rule). `evidence`
+    ///         carries the digest's preimage, the template and its proof, the task inputs
+    ///         and the source records (ABI layout documented by the implementation).
+    function decideTemplate(Claim calldata claim, bytes32 traceRoot, bytes calldata record, bytes calldata evidence)
         external
         view
         returns (bool defendantWrong);

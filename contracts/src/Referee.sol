@@ -152,12 +152,12 @@ contract Referee is IReferee {
     /// @inheritdoc IReferee
     /// @dev Delegated to TemplateOps (evidence layout: `TemplateOps.Evidence`); only
     ///      `smollm2.generate` claims (task 1), others revert `Unsupported`.
-    function decideTemplate(Claim calldata claim, bytes calldata record, bytes calldata evidence)
+    function decideTemplate(Claim calldata claim, bytes32 traceRoot, bytes calldata record, bytes calldata evidence)
         external
         view
         returns (bool)
     {
-        return templateOps.decide(claim, record, evidence);
+        return templateOps.decide(claim, traceRoot, record, evidence);
     }
 
     /// @inheritdoc IReferee

@@ -13,7 +13,12 @@ import {GenerateTask} from "./GenerateTask.sol";
 ///         against the claim's digests, then `program.check_against_template` with the
 ///         roots of the task tensors the template binds computed on chain, then the
 ///         wiring rule: each internal input's root is its source record's output root,
-///         the source record proven under the claim's trace root.
+///         the source record proven under the given trace root. That root is either the
+///         claim's (lite trace: non-checkpoint records carry output root zero, so in this
+///         "lite mode" the checkpoint rule applies too: a record's output root is nonzero
+///         iff its template's is, the program marking checkpoints with a nonzero output
+///         root, and an input whose source is deferred carries root zero, which the wiring
+///         rule already demands) or a game's full prefix trace root (every root real).
 /// @dev Evidence = `abi.encode(Evidence)` (one tuple). `decide` decodes it and calls
 ///      `check` on itself so that the template arrives as calldata (RecordCodec reads
 ///      calldata). Embedding claims (task 2) revert `Unsupported`: their task tensors
@@ -25,8 +30,8 @@ contract TemplateOps {
     ///         (canonical encoding) is proven as record `template.index` of
     ///         `templateCount` with `templateSiblings`; `task` is the task and tokens;
     ///         `sources` are the records producing the disputed record's internal
-    ///         inputs, in input order, each proven as a record of the claim's trace of
-    ///         `traceCount` records.
+    ///         inputs, in input order, each proven as a record of the trace of
+    ///         `traceCount` records under the decision's trace root.
     struct Evidence {
         bytes32 identity;
         bytes32 templatesRoot;
@@ -39,7 +44,7 @@ contract TemplateOps {
         Source[] sources;
     }
 
-    /// @notice A source record (canonical encoding) and its siblings under the claim's trace root.
+    /// @notice A source record (canonical encoding) and its siblings under the decision's trace root.
     struct Source {
         bytes record;
         bytes32[] siblings;
@@ -56,23 +61,28 @@ contract TemplateOps {
     /// @notice Source record `got` is not input `input`'s source `want`.
     error WrongSource(uint256 input, uint64 want, uint64 got);
 
-    /// @notice Decide `record` (proven by the caller to be in `claim.traceRoot`).
-    function decide(Claim calldata claim, bytes calldata record, bytes calldata evidence)
+    /// @notice Decide `record` (proven by the caller to be in the trace with root
+    ///         `traceRoot`: `claim.traceRoot`, the claim's lite trace, or a game's full
+    ///         prefix trace root; see `IReferee.decideTemplate`).
+    function decide(Claim calldata claim, bytes32 traceRoot, bytes calldata record, bytes calldata evidence)
         external
         view
         returns (bool defendantWrong)
     {
         if (claim.task != 1) revert Unsupported();
         Evidence memory ev = abi.decode(evidence, (Evidence));
-        return this.check(claim.modelDigest, claim.inputDigest, claim.outputDigest, claim.traceRoot, record, ev);
+        bool lite = traceRoot == claim.traceRoot;
+        return this.check(claim.modelDigest, claim.inputDigest, claim.outputDigest, traceRoot, lite, record, ev);
     }
 
-    /// @notice `decide` once the evidence is decoded (reverts on evidence that does not verify).
+    /// @notice `decide` once the evidence is decoded (reverts on evidence that does not
+    ///         verify). `lite`: `traceRoot` is the claim's lite trace (checkpoint rule on).
     function check(
         bytes32 modelDigest,
         bytes32 inputDigest,
         bytes32 outputDigest,
         bytes32 traceRoot,
+        bool lite,
         bytes calldata record,
         Evidence calldata ev
     ) external pure returns (bool defendantWrong) {
@@ -83,7 +93,7 @@ contract TemplateOps {
         if (t.index != r.index) revert WrongTemplate(t.index, r.index);
         GenerateTask.Params memory p = ev.task;
         GenerateTask.checkDigests(p, inputDigest, outputDigest);
-        if (!_fits(r, t, p)) return true;
+        if (!_fits(r, t, p, lite)) return true;
         return !_wired(r, traceRoot, ev.traceCount, ev.sources);
     }
 
@@ -115,11 +125,14 @@ contract TemplateOps {
     /// @dev check_against_template: kind, attributes (by encoding), input names and
     /// sources, then each input root that differs from the template's (internal roots
     /// read as zero): fine only if the template binds a task input whose root it is.
-    function _fits(RecordCodec.Record memory r, RecordCodec.Record memory t, GenerateTask.Params memory p)
+    /// `lite` adds the checkpoint rule: the record's output root is nonzero iff the
+    /// template's is (the program marks checkpoint records with a nonzero output root).
+    function _fits(RecordCodec.Record memory r, RecordCodec.Record memory t, GenerateTask.Params memory p, bool lite)
         private
         pure
         returns (bool)
     {
+        if (lite && (t.output == bytes32(0)) != (r.output == bytes32(0))) return false;
         if (keccak256(r.kind) != keccak256(t.kind)) return false;
         if (keccak256(abi.encode(r.attrs)) != keccak256(abi.encode(t.attrs))) return false;
         if (r.inputs.length != t.inputs.length) return false;

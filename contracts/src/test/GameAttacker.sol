@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {Claim} from "../ClaimRegistry.sol";
+import {RecordProof} from "../DisputeGames.sol";
 
 /// @notice The subset of DisputeGames the attacker drives.
 interface IDisputeGamesPayouts {
@@ -11,7 +12,7 @@ interface IDisputeGamesPayouts {
         bytes32 s,
         uint8 v,
         bytes32[] calldata proof,
-        uint64 count,
+        RecordProof calldata pin,
         bytes32 treeRoot
     ) external payable returns (uint256);
     function withdraw() external;
@@ -47,10 +48,10 @@ contract GameAttacker {
         bytes32 s,
         uint8 v,
         bytes32[] calldata proof,
-        uint64 count,
+        RecordProof calldata pin,
         bytes32 treeRoot
     ) external payable returns (uint256) {
-        return target.open{value: msg.value}(claim, r, s, v, proof, count, treeRoot);
+        return target.open{value: msg.value}(claim, r, s, v, proof, pin, treeRoot);
     }
 
     /// @notice Pull this contract's credit.
