@@ -1,24 +1,25 @@
 """Claims on this CPU: the cost of committing, proof sizes, and bisection depth.
 
 1. Tensor roots of a SmolLM2-135M forward (``--tokens`` tokens) against the
-   forward itself: :func:`refute.compute.trace.bench_trace_overhead` (untraced,
-   traced with roots hashed inline, traced with roots hashed on a worker
-   thread; weights' roots cached, as a prover's are after its first claim), and
-   the floor any per-operator commitment has on this CPU: the activation bytes
-   over the tree hasher's measured one-thread rate times the threads, as if
-   hashing had every core to itself after the forward and scaled perfectly;
-   and the same with keccak's own limit, one permutation per 136 bytes
-   whatever the chunk size. And what the checkpointed commitment that
-   docs/protocol.md proposes would hash: only the residual stream between
-   layers (each layer's last output) and the last row of logits, timed the
-   same way against the same forward.
+   forward itself: :func:`refute.compute.trace.bench_trace_overhead`. The
+   claim's cost: traced as a claim commits it, only the program's checkpoints
+   rooted (each layer's output, the embedding's and the logits), on the
+   worker thread as a prover runs it and inline. The full trace's (every
+   operator's output rooted, what a dispute bisects): inline and on the
+   worker thread. Weights' roots cached, as a prover's are after its first
+   claim. And the floor a per-operator commitment has on this CPU: the
+   activation bytes over the tree hasher's measured one-thread rate times the
+   threads, as if hashing had every core to itself after the forward and
+   scaled perfectly, and the same at keccak's own limit, one permutation per
+   136 bytes whatever the chunk size.
 2. Proof sizes: for one record of every operator kind in a real generation
    trace, the bytes of the one-step's openings (the defendant's element proof,
    the challenger's input range proofs, the record proof).
 3. Verifier cost per claim: structure checks, full replay and spot replay,
    against the prover's own cost of running and claiming the task.
 4. Bisection rounds against trace length: a real dispute (one perturbed
-   activation) and the formula ``ceil(log2 records) + ceil(log2 chunks)``.
+   activation) and the formula ``ceil(log2(pinned + 1)) + ceil(log2 chunks)``
+   (the full prefix up to the checkpoint the challenger pins, then the tensor).
 
 ``python bench/claims_cpu.py [--tokens 128] [--out bench/results/claims_cpu.json]``
 """
@@ -82,38 +83,6 @@ def commitment_floor(activation_bytes: int, forward_s: float, sample_mib: int = 
             "floor_any_chunk_s": any_chunk_s, "overhead_floor_any_chunk": any_chunk_s / forward_s}
 
 
-def checkpoint_commitment(model, tokens: int, repeats: int) -> dict[str, float]:
-    """Time (best of ``repeats``) to root the tensors a checkpointed claim would commit
-    for a ``tokens``-token SmolLM2 prefill: the embedding output, each layer's last
-    output (the residual stream it hands on) and the last row of the logits; against
-    the untraced forward, best of the same number of runs."""
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, model.config.vocab_size, (1, tokens), generator=g)
-    positions, mask = torch.arange(tokens)[None], torch.ones(1, tokens, dtype=torch.bool)
-    outputs: list[tuple[str, torch.Tensor]] = []
-    model.ex.observers.append(lambda op: outputs.append((op.kind, op.output)))
-    try:
-        model.forward(ids, positions, mask, None, "all")
-    finally:
-        model.ex.observers.pop()
-    per_layer = (len(outputs) - 3) // model.config.num_layers  # embedding, final norm, lm_head
-    checkpoints = [outputs[0][1]] + [outputs[per_layer * (i + 1)][1] for i in range(model.config.num_layers)]
-    assert all(kind == "add" for kind, _ in (outputs[per_layer * (i + 1)] for i in range(model.config.num_layers)))
-    checkpoints.append(outputs[-1][1][..., -1:, :].contiguous())
-    nbytes = sum(t.numel() * t.element_size() for t in checkpoints)
-    hash_s = forward_s = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model.forward(ids, positions, mask, None, "all")
-        forward_s = min(forward_s, time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for t in checkpoints:
-            tensor_root(t)
-        hash_s = min(hash_s, time.perf_counter() - t0)
-    return {"tensors": len(checkpoints), "bytes": nbytes, "hash_s": hash_s, "forward_s": forward_s,
-            "overhead": hash_s / forward_s}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=128)
@@ -124,34 +93,38 @@ def main() -> None:
     result: dict = {"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
 
     t = bench_trace_overhead(model, tokens=args.tokens, repeats=args.repeats)
-    result["roots"] = {k: t[k] for k in ("tokens", "records", "activation_bytes", "untraced_s", "inline_s", "background_s",
-                                         "hashing_inline_s", "overhead_inline", "overhead_background",
-                                         "overhead_inline_cpu", "overhead_background_cpu", "weight_roots_s")}
+    result["roots"] = {k: t[k] for k in (
+        "tokens", "records", "checkpoints", "activation_bytes", "claim_bytes", "untraced_s", "claim_s", "claim_inline_s",
+        "inline_s", "background_s", "hashing_claim_inline_s", "hashing_inline_s", "overhead_claim",
+        "overhead_claim_inline", "overhead_inline", "overhead_background", "overhead_claim_cpu",
+        "overhead_claim_inline_cpu", "overhead_inline_cpu", "overhead_background_cpu", "weight_roots_s")}
     r = result["roots"]
-    print(f"forward {r['tokens']} tokens: {r['untraced_s']:.2f} s; roots inline +{100 * r['overhead_inline']:.1f}% "
-          f"(hashing {r['hashing_inline_s']:.2f} s for {r['activation_bytes'] / 2**20:.0f} MiB), "
-          f"roots on a worker thread +{100 * r['overhead_background']:.1f}% wall")
+    print(f"forward {r['tokens']} tokens: {r['untraced_s']:.2f} s, {r['records']} records")
+    print(f"claim ({r['checkpoints']} checkpoints, {r['claim_bytes'] / 2**20:.1f} MiB rooted): "
+          f"+{100 * r['overhead_claim']:.1f}% on the worker thread, +{100 * r['overhead_claim_inline']:.1f}% inline "
+          f"(hashing {r['hashing_claim_inline_s'] * 1e3:.0f} ms)")
+    print(f"full trace ({r['activation_bytes'] / 2**20:.0f} MiB rooted, a dispute's): "
+          f"+{100 * r['overhead_inline']:.1f}% inline (hashing {r['hashing_inline_s']:.2f} s), "
+          f"+{100 * r['overhead_background']:.1f}% on the worker thread")
 
     result["roots_floor"] = floor = commitment_floor(r["activation_bytes"], r["untraced_s"])
-    print(f"floor of a per-operator commitment here: hasher {floor['hasher_mib_s_one_thread']:.0f} MiB/s per thread "
+    print(f"floor of a commitment to every output here: hasher {floor['hasher_mib_s_one_thread']:.0f} MiB/s per thread "
           f"({floor['permutations_per_s_one_thread'] / 1e6:.2f}M keccak-f/s) -> +{100 * floor['overhead_floor']:.1f}% "
           f"at {CHUNK_BYTES}-byte chunks, +{100 * floor['overhead_floor_any_chunk']:.1f}% at any chunk size")
 
-    result["checkpointed"] = cp = checkpoint_commitment(model, args.tokens, args.repeats)
-    print(f"checkpointed commitment (proposed): {cp['tensors']} tensors, {cp['bytes'] / 2**20:.1f} MiB, "
-          f"hashed in {cp['hash_s'] * 1e3:.0f} ms: +{100 * cp['overhead']:.1f}% of the forward")
 
     prompt = tuple(range(100, 100 + 60))
     task = GenerateTask(prompt, 4, 0.0, 0, 1.0, 0)
     honest = Prover(model, KEY)
     bundle = honest.prove(task, seed=0)
     opened = honest.open(bundle, range(len(bundle.trace)))
+    full = honest.full_trace(bundle)
     sizes = {}
-    for rec in bundle.trace:
+    for rec in full:
         if rec.kind in sizes:
             continue
         o = opened[rec.index]
-        p = compute_one_step(bundle, rec.index, o.output.numel() // 2, o.output, o)
+        p = compute_one_step(bundle, rec.index, o.output.numel() // 2, o.output, o, full)
         sizes[rec.kind] = {"record": rec.index, **proof_bytes(p)}
         print(f"one-step {rec.kind:<10} record {rec.index:>3}: {sizes[rec.kind]['total']:>8} bytes")
     result["one_step_bytes"] = sizes
@@ -179,10 +152,12 @@ def main() -> None:
     d = dispute(cb, cheat, verifier)
     n = len(cb.trace)
     out_chunks = -(-opened[200].output.numel() * 4 // CHUNK_BYTES)
+    pinned = next(c for c in verifier.program(cb).checkpoints if c >= 200)  # the first checkpoint the lie reaches
     result["dispute"] = {"records": n, "tokens": len(prompt) + 3, "kind": d.kind, "record": d.record, "element": d.element,
-                         "rounds": d.rounds, "formula": (n - 1).bit_length() + (out_chunks - 1).bit_length()}
-    print(f"dispute over {n} records, record 200 ({out_chunks} chunks): {d.rounds} rounds -> {d.kind} "
-          f"record {d.record} element {d.element}")
+                         "pinned": pinned, "rounds": d.rounds,
+                         "formula": pinned.bit_length() + (out_chunks - 1).bit_length()}
+    print(f"dispute over {n} records, record 200 ({out_chunks} chunks), pinned at checkpoint {pinned}: {d.rounds} rounds "
+          f"-> {d.kind} record {d.record} element {d.element}")
     table = []
     for tokens in (16, 128, 1024, 8192):
         logits_chunks = -(-tokens * model.config.vocab_size * 4 // CHUNK_BYTES)

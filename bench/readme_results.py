@@ -49,23 +49,22 @@ def section() -> str:
     c = _load("claims_cpu.json")
     if c:
         r = c["roots"]
-        out.append(f"- **Commitments**: tensor roots of a SmolLM2 forward ({r['tokens']} tokens, {r['records']} records, "
-                   f"{r['activation_bytes'] / 2**20:.0f} MiB) add {100 * r['overhead_inline']:.0f}% wall inline, "
-                   f"{100 * r['overhead_background_cpu']:.0f}% CPU on a worker thread"
-                   + (f"; the floor of committing every operator's output on this CPU (hasher rate, both cores, "
-                      f"nothing else running) is +{100 * c['roots_floor']['overhead_floor']:.0f}%, "
-                      f"+{100 * c['roots_floor']['overhead_floor_any_chunk']:.0f}% at any chunk size."
-                      if "roots_floor" in c else ".")
-                   + (f" Committing only the residual stream between layers and the last logits row (the proposed "
-                      f"checkpointed commitment, docs/protocol.md) hashes {c['checkpointed']['bytes'] / 2**20:.1f} MiB: "
-                      f"+{100 * c['checkpointed']['overhead']:.1f}%." if "checkpointed" in c else ""))
+        out.append(f"- **Commitments**: a SmolLM2 claim ({r['tokens']} tokens, {r['records']} records) roots its "
+                   f"{r['checkpoints']} checkpoints ({r['claim_bytes'] / 2**20:.1f} MiB): "
+                   f"+{100 * r['overhead_claim']:.1f}% wall on the worker thread, +{100 * r['overhead_claim_inline']:.1f}% "
+                   f"inline. The full trace a dispute bisects ({r['activation_bytes'] / 2**20:.0f} MiB, every "
+                   f"operator's output) costs +{100 * r['overhead_inline']:.0f}% inline"
+                   + (f"; no commitment to every output could cost less than +"
+                      f"{100 * c['roots_floor']['overhead_floor']:.0f}% on this CPU." if "roots_floor" in c else "."))
         if "replay_per_claim" in c:
             v = c["replay_per_claim"]
             out.append(f"- **Verifier cost per SmolLM2 claim** ({v['tokens']} tokens): structure {v['structure_s']:.2f} s, full replay "
                        f"{v['full_replay_s']:.2f} s ({v['full_over_prove']:.2f}x the prover's {v['prove_s']:.2f} s).")
         d = c["dispute"]
         sizes = ", ".join(f"{k} {v['total'] / 1024:.1f} KiB" for k, v in c["one_step_bytes"].items())
-        out.append(f"- **Disputes**: {d['rounds']} bisection rounds over {d['records']} records to one element; one-step proof sizes: {sizes}.")
+        pinned = f" (the full prefix up to the pinned checkpoint {d['pinned']}, then the tensor)" if "pinned" in d else ""
+        out.append(f"- **Disputes**: {d['rounds']} bisection rounds over {d['records']} records to one element{pinned}; "
+                   f"one-step proof sizes: {sizes}.")
     g = _load("onchain_numerics_gas.json")
     if g:
         rows = {r["function"]: r["execution"] for r in g["rows"]}

@@ -31,7 +31,7 @@ from refute.compute.merkle import TensorTree, tensor_root
 from refute.compute.trace import Trace, TraceInput, TraceRecord
 from refute.compute.claims import Claim
 from refute.compute.merkle import keccak256
-from refute.compute.program import EXTERNAL, PROGRAM_PREFIX, ZERO_ROOT, input_binding, model_digest_of
+from refute.compute.program import CHECKPOINT, EXTERNAL, PROGRAM_PREFIX, ZERO_ROOT, input_binding, model_digest_of
 from refute.contracts.referee import RefereeContract, step_openings
 from refute.verifier import programs
 from refute.kernels import sampling
@@ -113,8 +113,9 @@ def template_case(kind: str, prompt_len: int, n: int, rng: np.random.Generator) 
     idx = 0 if kind == "embedding" else 1
     rec = TraceRecord(idx, kind, attrs, [TraceInput(nm, root if b is not None else src.output, EXTERNAL if b is not None else 0)
                                          for nm, root, b in ins], bytes([5]) * 32)
+    # The disputed record is a checkpoint (its output committed in the claim's trace).
     tmpl = TraceRecord(idx, kind, attrs, [TraceInput(nm, b if b is not None else ZERO_ROOT, EXTERNAL if b is not None else 0)
-                                          for nm, _, b in ins], ZERO_ROOT)
+                                          for nm, _, b in ins], CHECKPOINT)
     stmpl = TraceRecord(0, "embedding", {}, [TraceInput("ids", input_binding("ids"), EXTERNAL), TraceInput("table", w, EXTERNAL)],
                         ZERO_ROOT)
     records = [rec] if idx == 0 else [src, rec]

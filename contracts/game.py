@@ -35,14 +35,15 @@ from web3.logs import DISCARD
 
 from refute.compute.claims import Claim, ClaimRound, SignedClaim
 from refute.compute.merkle import CHUNK_BYTES, TensorTree
-from refute.compute.trace import Trace
+from refute.compute.program import Program
+from refute.compute.trace import DEFERRED, RecordProof, Trace, TraceError, TraceRecord, prefix
 from refute.contracts.build import ARTIFACT_DIR, load_artifact
 from refute.contracts.client import Chain, ChainError, ContractError, Deployment, Tx, _addr, claim_tuple
 from refute.contracts.referee import input_heads, range_openings, step_openings
 from refute.verifier import programs
 
 __all__ = ["State", "GameParams", "GameSystem", "Defendant", "Challenger", "GameResult", "play", "openings_for",
-           "DEFENDANT_STATES", "FINAL_STATES", "take_turn", "CannotMove"]
+           "DEFENDANT_STATES", "FINAL_STATES", "take_turn", "CannotMove", "pin_of"]
 
 
 class State(enum.IntEnum):
@@ -54,27 +55,26 @@ class State(enum.IntEnum):
     RECORD_BISECT_C = 3
     RECORD_REVEAL_D = 4
     RECORD_REVEAL_C = 5
-    RECORD_PROVE_D = 6
-    TEMPLATE = 7
-    HEADER_D = 8
-    HEADER_C = 9
-    TENSOR_BISECT_D = 10
-    TENSOR_BISECT_C = 11
-    CHUNK_D = 12
-    CHUNK_C = 13
-    ELEMENT_D = 14
-    ONE_STEP = 15
-    DEFENDANT_WON = 16
-    CHALLENGER_WON = 17
-    PROGRAM_END_D = 18
-    PROGRAM_BISECT_D = 19
-    PROGRAM_BISECT_C = 20
-    PROGRAM_STEP = 21
+    TEMPLATE = 6
+    HEADER_D = 7
+    HEADER_C = 8
+    TENSOR_BISECT_D = 9
+    TENSOR_BISECT_C = 10
+    CHUNK_D = 11
+    CHUNK_C = 12
+    ELEMENT_D = 13
+    ONE_STEP = 14
+    DEFENDANT_WON = 15
+    CHALLENGER_WON = 16
+    PROGRAM_END_D = 17
+    PROGRAM_BISECT_D = 18
+    PROGRAM_BISECT_C = 19
+    PROGRAM_STEP = 20
 
 
 #: States in which the defendant moves (the others but the final ones: the challenger).
 DEFENDANT_STATES = frozenset({State.AWAIT_RESPONSE, State.RECORD_BISECT_D, State.RECORD_REVEAL_D,
-                              State.RECORD_PROVE_D, State.HEADER_D, State.TENSOR_BISECT_D, State.CHUNK_D,
+                              State.HEADER_D, State.TENSOR_BISECT_D, State.CHUNK_D,
                               State.ELEMENT_D, State.PROGRAM_END_D, State.PROGRAM_BISECT_D})
 FINAL_STATES = frozenset({State.DEFENDANT_WON, State.CHALLENGER_WON})
 
@@ -101,6 +101,24 @@ def _tree_depth(count: int) -> int:
 def trace_tree_root(trace: Trace) -> bytes:
     """The tree root under a trace root (``trace_root = H(0x23 || u64 count || tree_root)``)."""
     return trace.node(_tree_depth(len(trace)), 0)
+
+
+#: A pinned record with its proof: ``(record bytes, count, siblings)``, or a
+#: ``(TraceRecord, RecordProof)`` pair (``Trace.prove_record``).
+PinArg = tuple[Any, ...]
+
+
+def _record_bytes(record: Any) -> bytes:
+    return bytes(record) if isinstance(record, (bytes, bytearray, memoryview)) else record.encode()
+
+
+def pin_tuple(pin: PinArg) -> tuple[bytes, int, list[bytes]]:
+    """``DisputeGames.RecordProof`` calldata of a pin (see :data:`PinArg`)."""
+    if len(pin) == 2:
+        record, rp = pin
+        return _record_bytes(record), int(rp.count), [bytes(s) for s in rp.siblings]
+    record, count, siblings = pin
+    return _record_bytes(record), int(count), [bytes(s) for s in siblings]
 
 
 def _chunk(tree: TensorTree, c: int) -> bytes:
@@ -178,11 +196,13 @@ class GameSystem:
     def _send(self, account: Any, fn: Any, game_id: int | None = None, value: int = 0) -> Tx:
         return self.chain.send(fn, account, value=value)
 
-    def open(self, challenger: Any, signed: SignedClaim, count: int, tree_root: bytes, *, bond: int | None = None,
+    def open(self, challenger: Any, signed: SignedClaim, pin: PinArg, tree_root: bytes, *, bond: int | None = None,
              proof: Sequence[bytes] | None = None, claim_round: ClaimRound | None = None) -> tuple[int, Tx]:
-        """Open a game against ``signed`` committing the challenger's trace (``count``,
-        ``tree_root``); the game id and the transaction."""
-        fn = self.games.functions.open(*self._claim_args(signed, proof, claim_round), count, tree_root)
+        """Open a game against ``signed``: ``pin`` is the defendant's checkpoint record ``i``
+        of the claim's lite trace with its proof, ``(record bytes, count, siblings)`` (or a
+        ``(TraceRecord, RecordProof)`` pair), and ``tree_root`` the tree root of the
+        challenger's full trace of records ``0..i``; the game id and the transaction."""
+        fn = self.games.functions.open(*self._claim_args(signed, proof, claim_round), pin_tuple(pin), tree_root)
         tx = self._send(challenger, fn, value=self.params.min_bond if bond is None else bond)
         ev = self.games.events.GameOpened().process_receipt(tx.receipt, errors=DISCARD)
         gid = ev[0]["args"]["gameId"]
@@ -195,6 +215,13 @@ class GameSystem:
         fn = self.games.functions.openSampling(*self._claim_args(signed, proof, claim_round), evidence)
         return self._send(challenger, fn)
 
+    def open_template(self, challenger: Any, signed: SignedClaim, pin: PinArg, evidence: bytes, *,
+                      proof: Sequence[bytes] | None = None, claim_round: ClaimRound | None = None) -> Tx:
+        """A template refutation of the pinned record of the claim's lite trace (one call;
+        reverts ``ChallengeFailed`` unless the referee agrees). ``pin`` as for :meth:`open`."""
+        fn = self.games.functions.openTemplate(*self._claim_args(signed, proof, claim_round), pin_tuple(pin), evidence)
+        return self._send(challenger, fn)
+
     def _claim_args(self, signed: SignedClaim, proof: Sequence[bytes] | None, claim_round: ClaimRound | None):
         if proof is None:
             if claim_round is None:
@@ -203,8 +230,12 @@ class GameSystem:
         sig = signed.signature
         return claim_tuple(signed.claim), sig[:32], sig[32:64], sig[64], [bytes(p) for p in proof]
 
-    def respond(self, account: Any, game_id: int, count: int, tree_root: bytes, bond: int | None = None) -> Tx:
-        fn = self.games.functions.respond(game_id, count, tree_root)
+    def respond(self, account: Any, game_id: int, tree_root: bytes, record: bytes, siblings: Sequence[bytes],
+                bond: int | None = None) -> Tx:
+        """The defendant's answer: ``tree_root`` of its full prefix trace (the pinned index + 1
+        records) and its full record at the pinned index (``bytes`` or a ``TraceRecord``)
+        with ``siblings`` under it."""
+        fn = self.games.functions.respond(game_id, tree_root, _record_bytes(record), [bytes(s) for s in siblings])
         return self._send(account, fn, game_id, self.params.min_bond if bond is None else bond)
 
     def reveal_children(self, account: Any, game_id: int, left: bytes, right: bytes) -> Tx:
@@ -215,9 +246,6 @@ class GameSystem:
 
     def reveal_record(self, account: Any, game_id: int, record: bytes) -> Tx:
         return self._send(account, self.games.functions.revealRecord(game_id, record), game_id)
-
-    def prove_record(self, account: Any, game_id: int, record: bytes, siblings: Sequence[bytes]) -> Tx:
-        return self._send(account, self.games.functions.proveRecord(game_id, record, list(siblings)), game_id)
 
     def reveal_record_c(self, account: Any, game_id: int, record_d: bytes, record_c: bytes) -> Tx:
         return self._send(account, self.games.functions.revealRecordC(game_id, record_d, record_c), game_id)
@@ -349,11 +377,27 @@ class CannotMove(Exception):
 ProgramStates = Callable[[int, int], list[bytes]]
 
 
+class _Prefixes:
+    """A party's full trace and its prefixes (a game bisects the prefix ending at the
+    pinned checkpoint, whose tree is not a subtree of the full trace's)."""
+
+    trace: Trace
+
+    def prefix(self, count: int) -> Trace:
+        cache = self.__dict__.setdefault("_prefixes", {})
+        if count not in cache:
+            try:
+                cache[count] = prefix(self.trace, count)
+            except TraceError as e:
+                raise CannotMove(f"no prefix of {count} records: {e}") from None
+        return cache[count]
+
+
 @dataclass
-class Defendant:
-    """The claim's prover: its committed trace, a function serving a record's tensors
-    and, for element programs, a function giving its states (default: computed from
-    its own served inputs)."""
+class Defendant(_Prefixes):
+    """The claim's prover: its full trace (every output rooted; the claim commits to it
+    checkpointed), a function serving a record's tensors and, for element programs, a
+    function giving its states (default: computed from its own served inputs)."""
 
     account: str
     trace: Trace
@@ -371,15 +415,15 @@ class Defendant:
     def move(self, sys: GameSystem, gid: int, g: dict[str, Any]) -> Tx:
         st, a = g["state"], self.account
         level, index = g["level"], g["index"]
-        if st == State.AWAIT_RESPONSE:
-            return sys.respond(a, gid, len(self.trace), trace_tree_root(self.trace))
+        if st == State.AWAIT_RESPONSE:  # its full prefix up to the pinned checkpoint, that record proven
+            mine = self.prefix(g["countC"])
+            last = len(mine) - 1
+            return sys.respond(a, gid, trace_tree_root(mine), mine[last].encode(), mine.prove_record(last).siblings)
         if st == State.RECORD_BISECT_D:
-            return sys.reveal_children(a, gid, self.trace.node(level - 1, 2 * index),
-                                       self.trace.node(level - 1, 2 * index + 1))
+            mine = self.prefix(g["countD"])
+            return sys.reveal_children(a, gid, mine.node(level - 1, 2 * index), mine.node(level - 1, 2 * index + 1))
         if st == State.RECORD_REVEAL_D:
-            return sys.reveal_record(a, gid, self.trace[index].encode())
-        if st == State.RECORD_PROVE_D:
-            return sys.prove_record(a, gid, self.trace[index].encode(), self.trace.prove_record(index).siblings)
+            return sys.reveal_record(a, gid, self.prefix(g["countD"])[index].encode())
         # tensor phase: the record the game stands on is g["index"] until the header is in
         rec = self._record_index(sys, gid)
         tree = self._tree(rec)
@@ -406,19 +450,19 @@ class Defendant:
         return sys.last_event("RecordRevealed", gid)["index"]
 
 
-TemplateEvidence = Callable[[Claim, int], bytes]
-
-
 @dataclass
-class Challenger:
-    """The challenger: its own (honest) trace, a function giving its own tensors of a
-    record, the claim, and optionally a builder of the referee's template evidence."""
+class Challenger(_Prefixes):
+    """The challenger: its own (honest) full trace, a function giving its own tensors of
+    a record, the claim and, to decide a template state, the program behind the claim's
+    model digest and the task and tokens."""
 
     account: str
     trace: Trace
     opened: Opener
     claim: Claim
-    template_evidence: TemplateEvidence | None = None
+    program: Program | None = None
+    task: Any = None
+    tokens: Any = None
     _cache: dict[int, TensorTree] = field(default_factory=dict)
     _states: ProgramStates | None = None
 
@@ -440,20 +484,19 @@ class Challenger:
         if st in (State.RECORD_BISECT_C, State.TENSOR_BISECT_C):
             ev = sys.last_event("ChildrenRevealed", gid, party=prover)
             if st == State.RECORD_BISECT_C:
-                lc, rc = self.trace.node(level - 1, 2 * index), self.trace.node(level - 1, 2 * index + 1)
+                mine = self.prefix(g["countC"])
+                lc, rc = mine.node(level - 1, 2 * index), mine.node(level - 1, 2 * index + 1)
             else:
                 tree = self._tree(self._record_index(sys, gid))
                 lc, rc = tree.node(level - 1, 2 * index), tree.node(level - 1, 2 * index + 1)
             return sys.reveal_children_c(a, gid, ev["left"], ev["right"], lc, rc)
         if st == State.RECORD_REVEAL_C:
             rd = sys.last_event("RecordRevealed", gid)["record"]
-            return sys.reveal_record_c(a, gid, rd, self.trace[index].encode())
+            return sys.reveal_record_c(a, gid, rd, self.prefix(g["countC"])[index].encode())
         if st == State.TEMPLATE:
-            if self.template_evidence is None:
-                raise CannotMove("no template evidence builder")
             ev = sys.last_event("RecordRevealed", gid)
             return sys.resolve_template(a, gid, self.claim, ev["record"],
-                                        self.template_evidence(self.claim, ev["index"]))
+                                        self._template_evidence(sys, gid, g, bytes(ev["record"])))
         rec = self._record_index(sys, gid)
         tree = self._tree(rec)
         if st == State.HEADER_C:
@@ -482,9 +525,61 @@ class Challenger:
             return sys.program_step(a, gid, record, self.states(rec, index)[lo], openings)
         raise CannotMove(f"the challenger does not move in {st.name}")
 
+    def _template_evidence(self, sys: GameSystem, gid: int, g: dict[str, Any], record: bytes) -> bytes:
+        """The referee's evidence that the defendant's revealed ``record`` departs from its
+        template, its sources proven under the defendant's full prefix. The challenger
+        never saw that tree whole, but needs only nodes it has: the records before the
+        disputed one are its own too (the bisection stopped at the first that differs),
+        and every node that covers the disputed record or a later one is a child the
+        defendant revealed on the bisection's path."""
+        from refute.contracts.referee import template_evidence
+        from refute.verifier.dispute import OneStepProof
+
+        if self.program is None:
+            raise CannotMove("no program to prove the template against")
+        try:
+            rec = TraceRecord.decode(record)
+        except TraceError as e:
+            raise CannotMove(f"the defendant's record does not decode: {e}") from None
+        count = g["countD"]
+        mine = self.prefix(count)
+        prover = _addr(g["prover"])
+        theirs: dict[tuple[int, int], bytes] = {}
+        for e in sys.events("ChildrenRevealed", gid):
+            if _addr(e["party"]) == prover:
+                theirs[(e["level"], e["index"])] = bytes(e["left"])
+                theirs[(e["level"], e["index"] + 1)] = bytes(e["right"])
+        depth = _tree_depth(count)
+
+        def proof(j: int) -> RecordProof:
+            sib = [theirs.get((k, (j >> k) ^ 1)) or mine.node(k, (j >> k) ^ 1) for k in range(depth)]
+            return RecordProof(j, count, tuple(sib))
+
+        sources = tuple((mine[x.source], proof(x.source)) for x in rec.inputs if not x.external)
+        p = self.program
+        one_step = OneStepProof("template", self.claim, rec, proof(rec.index), identity=p.identity,
+                                program_tree_root=p.templates.root, eos_token_id=p.eos_token_id,
+                                template=p.template(rec.index), template_proof=p.prove_template(rec.index),
+                                task=self.task, tokens=self.tokens, sources=sources)
+        return template_evidence(one_step)
+
     @staticmethod
     def _record_index(sys: GameSystem, gid: int) -> int:
         return sys.last_event("RecordRevealed", gid)["index"]
+
+
+def pin_of(claim_trace: Trace, full: Trace, index: int | None = None) -> tuple[int, tuple[bytes, int, list[bytes]], bytes]:
+    """What the challenger opens a game with: the pinned record ``index`` of the claim's
+    checkpointed trace (default: the first committed output that differs from its own
+    ``full`` trace's), that record with its proof, and the tree root of its own full
+    prefix ending there."""
+    if index is None:
+        index = next((i for i, (r, m) in enumerate(zip(claim_trace, full))
+                      if r.output != DEFERRED and r.output != m.output), None)
+        if index is None:
+            raise ValueError("no committed output of the claim differs from this trace's")
+    pin = (claim_trace[index].encode(), len(claim_trace), list(claim_trace.prove_record(index).siblings))
+    return index, pin, trace_tree_root(prefix(full, index + 1))
 
 
 def openings_for(record: Any, opened: Any, element: int) -> list[tuple]:

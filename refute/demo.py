@@ -50,7 +50,7 @@ FUNDING: Final = 10 * ETH
 
 _GAME_EVENTS: Final = ("GameOpened", "Responded", "ChildrenRevealed", "RecordRevealed", "HeaderRevealed",
                        "ChunkRevealed", "ElementFound", "ProgramOpened", "ProgramEndPosted", "ProgramHashesPosted",
-                       "ProgramNarrowed", "GameResolved", "SamplingRefuted")
+                       "ProgramNarrowed", "GameResolved", "SamplingRefuted", "TemplateRefuted")
 
 
 @dataclass
@@ -266,14 +266,16 @@ class _Demo:
                 self.say(f"verifier checked claim {claim}… of {self.name_of(d['prover'])}: {verdict} "
                          f"(full replay {d['replay_s']:.2f} s){'  ' + d['reason'][:100] if d.get('reason') else ''}")
             elif kind == "dispute":
-                self.say(f"off-chain bisection of {claim}…: a {d['one_step']} dispute at record {d['record']}, "
-                         f"element {d['element']} ({d['rounds']} rounds)")
+                self.say(f"verifier plans a {d['one_step']} dispute of {claim}… at record {d['record']}")
             elif kind == "game_opened":
-                self.say(f"verifier opened game {d['game']} against {self.name_of(d['prover'])} "
-                         f"({d['gas']:,} gas)")
+                self.say(f"verifier opened game {d['game']} against {self.name_of(d['prover'])}, pinned at "
+                         f"checkpoint {d['pinned']} ({d['gas']:,} gas)")
             elif kind == "sampling_refuted":
                 self.say(f"verifier refuted {claim}… in one call: a token the committed logits and seed do not "
                          f"give ({d['gas']:,} gas)")
+            elif kind == "template_refuted":
+                self.say(f"verifier refuted {claim}… in one call: record {d['record']} is not the model's program "
+                         f"({d['gas']:,} gas)")
             elif kind in ("stuck", "dispute_rejected", "round_unavailable"):
                 self.say(f"verifier: {kind}: {d}")
             elif kind == "withdrawn":
@@ -311,7 +313,7 @@ class _Demo:
             if gid in self.watch.games:
                 self.watch.games[gid]["moves"] += 1
             if name == "Responded":
-                self.say(f"  game {gid}: the prover answers with its trace root ({a['count']} records)")
+                self.say(f"  game {gid}: the prover answers with its full trace of records 0..{a['count'] - 1}")
             elif name == "ChildrenRevealed":
                 self.say(f"  game {gid}: {self.name_of(a['party'])} reveals level {a['level']} node {a['index']}")
             elif name == "RecordRevealed":
@@ -335,6 +337,8 @@ class _Demo:
                 self.say(f"  game {gid}: RESOLVED, {who} wins ({a['reason']})")
             elif name == "SamplingRefuted":
                 self.say(f"  sampling refutation of {self.name_of(a['prover'])}'s claim accepted on chain")
+            elif name == "TemplateRefuted":
+                self.say(f"  template refutation of {self.name_of(a['prover'])}'s record {a['index']} accepted on chain")
         for log in slashes:
             a = log["args"]
             self.say(f"  SLASHED {self.name_of(a['account'])}: {_eth(a['amount'])} ETH "

@@ -139,7 +139,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                            description="Check a bundle's signature, digests and trace structure, then replay it.")
     check.add_argument("bundle")
     check.add_argument("--mode", choices=("full", "spot"), default="full")
-    check.add_argument("--ops", type=int, default=16, help="records to replay in spot mode (default 16)")
+    check.add_argument("--ops", type=int, default=16, help="segments (checkpoint to checkpoint) to replay in spot mode (default 16)")
     check.add_argument("--backend", choices=("reference", "triton"), default="reference")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(func=cmd_check)

@@ -281,13 +281,14 @@ def _agree(referee, proof) -> bool:
 def test_honest_elements_of_every_llama_record_kind(referee, bundle, honest):
     rng = random.Random(2)
     opened = honest.open(bundle, range(len(bundle.trace)))
+    full = honest.full_trace(bundle)  # a compute one-step is over the defendant's full prefix
     seen: dict[str, int] = {}
-    for r in bundle.trace:
+    for r in full:
         if seen.get(r.kind, 0) >= 2:
             continue
         o = opened[r.index]
         for e in (0, rng.randrange(o.output.numel()), o.output.numel() - 1):
-            p = compute_one_step(bundle, r.index, e, o.output, o)
+            p = compute_one_step(bundle, r.index, e, o.output, o, full)
             assert referee.decide(p) is False, (r.kind, e)
             assert not check_one_step(p).defendant_wrong
         seen[r.kind] = seen.get(r.kind, 0) + 1
@@ -297,13 +298,14 @@ def test_honest_elements_of_every_llama_record_kind(referee, bundle, honest):
 def test_tampered_outputs_are_wrong_and_tampered_inputs_revert(referee, bundle, honest):
     rng = random.Random(3)
     opened = honest.open(bundle, range(len(bundle.trace)))
-    for r in bundle.trace[:16]:
+    trace = honest.full_trace(bundle)
+    for r in trace[:16]:
         o = opened[r.index]
         e = rng.randrange(o.output.numel())
         bad = o.output.clone()
         bad.reshape(-1).view(torch.int32)[e] ^= 1 << rng.randrange(32)
-        assert _agree(referee, compute_one_step(bundle, r.index, e, bad, o)) is True
-        p = compute_one_step(bundle, r.index, e, o.output, o)
+        assert _agree(referee, compute_one_step(bundle, r.index, e, bad, o, trace)) is True
+        p = compute_one_step(bundle, r.index, e, o.output, o, trace)
         name = sorted(p.input_openings)[0]
         op = p.input_openings[name]
         flipped = RangeProof(op.header, op.start, op.stop, bytes([op.chunks[0] ^ 1]) + op.chunks[1:], op.siblings)
@@ -322,9 +324,10 @@ def test_tampered_outputs_are_wrong_and_tampered_inputs_revert(referee, bundle, 
 
 
 def test_a_wrong_output_header_is_wrong(referee, bundle, honest):
-    i = next(r.index for r in bundle.trace if r.kind == "rms_norm")
+    full = honest.full_trace(bundle)
+    i = next(r.index for r in full if r.kind == "rms_norm")
     o = honest.open(bundle, [i])[i]
-    p = compute_one_step(bundle, i, 0, o.output[..., :-1].contiguous(), o)
+    p = compute_one_step(bundle, i, 0, o.output[..., :-1].contiguous(), o, full)
     assert _agree(referee, p) is True
 
 
@@ -690,7 +693,7 @@ def test_embedding_claims_and_other_kinds_are_refused(referee, bundle):
     with pytest.raises(ValueError):
         template_evidence(OneStepProof("sampling", bundle.claim, bundle.trace[0], bundle.trace.prove_record(0)))
     embed = dataclasses.replace(bundle.claim, task=2)
-    for fn in (referee.contract.functions.decideTemplate(claim_tuple(embed), b"", b""),
+    for fn in (referee.contract.functions.decideTemplate(claim_tuple(embed), embed.trace_root, b"", b""),
                referee.contract.functions.decideSampling(claim_tuple(embed), b"")):
         with pytest.raises(REVERTED) as e:
             fn.call({"gas": 100_000_000})

@@ -180,14 +180,16 @@ def test_garbage_p2p_requests_and_dht_records_never_stop_a_prover(swarm):
         loop.close()
 
 
-def test_a_prover_with_broken_wiring_is_disputed_and_slashed(swarm):
+def test_a_prover_with_broken_wiring_is_refuted_and_slashed_in_one_call(swarm):
     """A bundle no strict parser accepts (an input that is not its source's output):
-    the node still holds it, refutes it, and wins the template game on the wiring check."""
+    the node still holds it, refutes it, and has it slashed by the template decision
+    on the wiring check, one transaction and no game."""
     v = swarm.verifier("v")
     swarm.prover("bad", 0, cheat="broken_wiring")
-    wait_for(lambda: v.state.games() and all(g.outcome for g in v.state.games()), 180, "the game to end")
-    assert [g.outcome for g in v.state.games()] == ["won"]
-    assert [e.detail["one_step"] for e in v.state.events() if e.kind == "dispute"] == ["template"]
+    wait_for(lambda: [e for e in v.state.events() if e.kind == "template_refuted"], 180, "the template refutation")
+    assert [(e.detail["one_step"], e.detail["record"]) for e in v.state.events() if e.kind == "dispute"] == [
+        ("template", 17)]
+    assert v.state.games() == []
     assert _stake(swarm, "bad") == 3 * ETH - PARAMS.slash_amount
 
 
@@ -201,8 +203,9 @@ def test_an_attention_liar_is_slashed_at_the_last_step_of_the_element_program(sw
     wait_for(lambda: v.state.games() and all(g.outcome for g in v.state.games()), 240, "the game to end")
     assert [g.outcome for g in v.state.games()] == ["won"]
     (d,) = [e.detail for e in v.state.events() if e.kind == "dispute"]
-    assert (d["one_step"], d["record"]) == ("compute", 7)
+    assert (d["one_step"], d["record"]) == ("game", 16)  # pinned at layer 0's output
     gid = v.state.games()[0].game_id
+    assert swarm.system.last_event("RecordRevealed", gid)["index"] == 7  # the attention
     assert [e["reason"] for e in swarm.system.events("GameResolved", gid)] == ["program step"]
     assert _stake(swarm, "bad") == 3 * ETH - PARAMS.slash_amount
 
@@ -211,11 +214,11 @@ def test_an_attention_liar_is_slashed_at_the_last_step_of_the_element_program(sw
 
 
 def test_chain_rpc_silent_for_30_s_loses_nothing(swarm):
-    """The RPC stops answering for 30 s while a game is under way (a template game:
-    the prover claims a flipped weight): the nodes retry with backoff, the game
+    """The RPC stops answering for 30 s while a game is under way (a compute game:
+    the prover perturbs an activation): the nodes retry with backoff, the game
     ends with the cheater slashed, and the verifier reports the outage in /health."""
     v = swarm.verifier("v")
-    swarm.prover("bad", 0, cheat="flipped_weight_bit")
+    swarm.prover("bad", 0, cheat="perturbed_activation")
     wait_for(lambda: v.state.open_games(), 120, "the game to open")
     swarm.server.pause()
     try:
@@ -300,7 +303,9 @@ def test_honest_prover_restarted_on_its_state_dir_defends_a_claim_challenged_whi
     bundle = Bundle.from_json(path.read_bytes())
     swarm.fund("liar")
     swarm.chain.add_key(key("liar"))
-    gid, _ = swarm.system.open(address("liar"), bundle.signed, len(bundle.trace), b"\x66" * 32,
+    last = len(bundle.trace) - 1  # the logits: a checkpoint the liar pins, with a made-up prefix
+    pin = (bundle.trace[last].encode(), len(bundle.trace), list(bundle.trace.prove_record(last).siblings))
+    gid, _ = swarm.system.open(address("liar"), bundle.signed, pin, b"\x66" * 32,
                                claim_round=ClaimRound([bundle.signed]))
 
     swarm.spawn_process("prover-2", ["prove", "--serve"], args, env)

@@ -6,6 +6,7 @@ test_honest_claims.py); the real SmolLM2 and MiniLM run the catalogue end to
 end in the slow tests.
 """
 
+import dataclasses
 import json
 import random
 
@@ -18,6 +19,7 @@ from test_models_tiny import LLAMA, random_llama_weights
 from refute.compute.executor import OPERATORS, Executor
 from refute.compute.llama import LlamaDecoder
 from refute.compute.merkle import ElementProof, RangeProof, tensor_root
+from refute.compute.trace import DEFERRED
 from refute.compute.program import input_binding, program_of
 from refute.verifier import cheats
 from refute.verifier.dispute import OneStepProof, check_one_step, compute_one_step, dispute, template_one_step
@@ -104,7 +106,7 @@ def catalogue(model, task=TASK, only=None):
         j = next(j for j, (a, b) in enumerate(zip(wrong, hb.tokens)) if a != b)
         out["wrong_seed"] = (ws, ("sampling", len(hb.trace) - 1, j))
     if "forged_trace" in want:
-        out["forged_trace"] = (cheats.ForgedTrace(model, KEY, 14, 3), ("compute", 14, 3))
+        out["forged_trace"] = (cheats.ForgedTrace(model, KEY, 16, 3), ("compute", 16, 3))
     if "mismatched_serving" in want:
         out["mismatched_serving"] = (cheats.MismatchedServing(model, KEY, 14, 3), ("serving", 14, None))
     assert set(out) == want
@@ -209,26 +211,35 @@ def test_forged_attention_end_lies_at_layer_0s_attention_and_forges_only_the_las
 
 @pytest.mark.parametrize("name", list(cheats.CATALOGUE))
 def test_spot_replay_catch_rate_matches_the_formula(name, cheat_cases, verifier):
-    """Measured over 200 trials of k=3: within 4 standard deviations of
-    1 - C(R-m, k)/C(R, k), m counted by recomputing every record."""
+    """Measured over 200 trials of k=3 segments: within 4 standard deviations of
+    1 - C(S-m, k)/C(S, k), m counted by recomputing every segment from its served
+    boundary tensors."""
     cheat, _, b = cheat_cases[name]
     n, k, trials = len(b.trace), 3, 200
+    segments = verifier.program(b).segments
     if verifier.structure(b):
         p = 1.0
     else:
         opened = cheat.open(b, range(n))
 
-        def misopened(r):
+        def misopened(r):  # a served tensor that is not its committed root (deferred roots commit nothing)
             o = opened[r.index]
-            return tensor_root(o.output) != r.output or any(tensor_root(o.inputs[x.name]) != x.root for x in r.inputs)
+            pairs = [(o.output, r.output)] + [(o.inputs[x.name], x.root) for x in r.inputs]
+            return any(root != DEFERRED and tensor_root(t) != root for t, root in pairs)
 
-        def bad(r):  # its opening does not match its roots, or it does not recompute to its output
-            o = opened[r.index]
-            return misopened(r) or tensor_root(OPERATORS[r.kind](**o.inputs, **r.attr_dict(), backend="reference")) != r.output
+        def bad(segment):  # a misopened record, or recomputed from its boundary it misses its checkpoint
+            if any(misopened(b.trace[i]) for i in segment):
+                return True
+            ours = {}
+            for i in segment:
+                r, o = b.trace[i], opened[i]
+                ins = {x.name: ours.get(x.source, o.inputs[x.name]) for x in r.inputs}
+                ours[i] = OPERATORS[r.kind](**ins, **r.attr_dict(), backend="reference")
+            return tensor_root(ours[segment[-1]]) != b.trace[segment[-1]].output
 
         # a generation's logits are always opened (not recomputed), to re-derive the tokens
         always = misopened(b.trace[n - 1]) or expected_tokens(TASK, b.claim.seed, opened[n - 1].output, len(b.tokens)) != list(b.tokens)
-        p = 1.0 if always else catch_probability(n, sum(bad(r) for r in b.trace), k)
+        p = 1.0 if always else catch_probability(len(segments), sum(bad(s) for s in segments), k)
         assert 0 < p
 
     class Cached:  # the prover's answers are deterministic: ask once, serve every trial
@@ -252,11 +263,12 @@ def test_one_step_on_honest_elements_sides_with_the_defendant(bundle, honest):
     equals the full operator's element (so an honest defendant always wins)."""
     rng = random.Random(1)
     opened = honest.open(bundle, range(len(bundle.trace)))
+    full = honest.full_trace(bundle)
     seen = set()
-    for r in bundle.trace:
+    for r in full:
         o = opened[r.index]
         for e in {0, o.output.numel() - 1, rng.randrange(o.output.numel())}:
-            res = check_one_step(compute_one_step(bundle, r.index, e, o.output, o))
+            res = check_one_step(compute_one_step(bundle, r.index, e, o.output, o, full))
             assert not res.defendant_wrong, (r.kind, e, res)
         seen.add(r.kind)
     assert seen == {"embedding", "rms_norm", "linear", "rotary", "attention", "add", "silu", "mul"}
@@ -268,11 +280,11 @@ def test_check_one_step_is_total_and_rejects_tampering(bundle, honest, data):
     """Any tampered part of a valid one-step is decided (never raises) against
     whoever supplied it: a bad input opening or record proof loses for the
     challenger; a bad output opening loses for the defendant."""
-    trace = bundle.trace
+    trace = honest.full_trace(bundle)
     i = data.draw(st.integers(0, len(trace) - 1))
     o = honest.open(bundle, [i])[i]
     e = data.draw(st.integers(0, o.output.numel() - 1))
-    p = compute_one_step(bundle, i, e, o.output, o)
+    p = compute_one_step(bundle, i, e, o.output, o, trace)
     part = data.draw(st.sampled_from(["input", "output", "record", "element", "garbage"]))
     if part == "input":
         name = data.draw(st.sampled_from(sorted(p.input_openings)))
@@ -314,11 +326,15 @@ def test_template_one_step_accepts_honest_records(bundle, verifier, model):
 
 
 def test_bisection_rounds_are_the_tree_depth(cheat_cases, verifier):
+    """Record rounds: the depth of the full prefix up to the pinned checkpoint (the
+    first one after the lie); then the output tensor's depth."""
     cheat, _, b = cheat_cases["perturbed_activation"]
     d = dispute(b, cheat, verifier)
+    pinned = next(c for c in verifier.program(b).checkpoints if c >= d.record)
+    assert pinned > d.record
     out_numel = cheat.open(b, [d.record])[d.record].output.numel()
     chunks = -(-out_numel * 4 // 256)
-    assert d.rounds == (len(b.trace) - 1).bit_length() + max(chunks - 1, 0).bit_length()
+    assert d.rounds == pinned.bit_length() + max(chunks - 1, 0).bit_length()
 
 
 def test_broken_wiring_is_refuted_and_its_template_one_step_decides(model, verifier):
@@ -326,8 +342,9 @@ def test_broken_wiring_is_refuted_and_its_template_one_step_decides(model, verif
     parsing refuses the bundle, a lenient one holds it, full replay reports the
     broken edge, and the dispute goes to the template one-step, whose wiring check
     decides against the prover (the on-chain twin: test_contracts_referee)."""
+    checkpoints = set(program_of(model).checkpoints)  # a claim commits only edges from checkpoints
     r = next(r for r in Prover(model, KEY).prove(TASK, seed=SEED).trace
-             if r.kind == "linear" and any(not i.external for i in r.inputs))
+             if next((i.source in checkpoints for i in r.inputs if not i.external), False))
     cheat = cheats.BrokenWiring(model, KEY, r.index, element=5)
     text = cheat.prove(TASK, seed=SEED).to_json()
     with pytest.raises(BundleError, match="another root"):
@@ -404,3 +421,45 @@ def test_mutated_bundles_are_rejected_or_refuted_never_crash(bundle, verifier, d
     same = (b.signed == bundle.signed and b.task == bundle.task and b.tokens == bundle.tokens
             and b.trace.root == bundle.trace.root)
     assert v.valid == same
+
+
+# --------------------------------------------------------------------------- checkpointed claims
+
+
+def test_the_program_marks_layer_outputs_as_checkpoints_and_claims_commit_only_them(model, bundle, honest):
+    from refute.compute.program import CHECKPOINT, ZERO_ROOT, check_against_template
+    from refute.compute.trace import checkpointed
+
+    program = program_of(model)
+    assert program.checkpoints == (0, 16, 32, 34)
+    assert [(s.start, s.stop) for s in program.segments] == [(0, 1), (1, 17), (17, 33), (33, 35)]
+    assert all(t.output == (CHECKPOINT if t.index in program.checkpoints else ZERO_ROOT) for t in program.templates)
+    full = honest.full_trace(bundle)
+    assert bundle.trace.root == bundle.claim.trace_root == checkpointed(full, program.checkpoints).root
+    roots = {k: tensor_root(v) for k, v in TASK.sequence_tensors(bundle.tokens).items()}
+    for r in bundle.trace:
+        assert check_against_template(r, program.template(r.index), roots) == []
+    # the checkpoint rule binds a claim's records, not a dispute's full prefix
+    deferred_checkpoint = dataclasses.replace(bundle.trace[16], output=DEFERRED)
+    committed_elsewhere = full[15]
+    assert check_against_template(deferred_checkpoint, program.template(16), roots) == ["output deferred at a checkpoint"]
+    assert check_against_template(committed_elsewhere, program.template(15), roots) == ["output committed off the checkpoints"]
+    assert check_against_template(committed_elsewhere, program.template(15), roots, checkpointed=False) == []
+
+
+def test_a_prover_whose_full_trace_misses_its_own_checkpoint_loses_the_dispute(model, verifier):
+    """A perturbed claim whose prover, challenged, hands in the honest full trace: it
+    does not end at the checkpoint the claim committed, so it cannot answer the pin."""
+    cheat = cheats.PerturbedActivation(model, KEY, 10, 7)
+    b = cheat.prove(TASK, seed=SEED)
+    honest_full = Prover(model, KEY).full_trace(b)
+    cheat.full_trace = lambda bundle: honest_full
+    d = dispute(b, cheat, verifier)
+    assert (d.kind, d.record) == ("serving", 16) and "checkpoint 16" in d.note
+
+
+def test_spot_replay_finds_the_record_a_segment_departed_at(model, verifier):
+    cheat = cheats.PerturbedActivation(model, KEY, 12, 3)
+    b = cheat.prove(TASK, seed=SEED)
+    verdict = verifier.spot_replay(b, cheat, len(verifier.program(b).segments), random.Random(0))
+    assert [(f.kind, f.record, f.element) for f in verdict.findings] == [("compute", 12, 3)]

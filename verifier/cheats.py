@@ -29,7 +29,7 @@ from refute.compute.merkle import tensor_root
 from refute.compute.trace import Trace, TraceInput, TraceRecord
 from refute.verifier import programs
 from refute.verifier.prover import Bundle, Opened, Prover, capture_records, model_program, traced_forward
-from refute.verifier.tasks import Task
+from refute.verifier.tasks import GenerateTask, Task
 
 __all__ = [
     "CATALOGUE",
@@ -48,6 +48,7 @@ __all__ = [
     "BrokenWiring",
     "TruncatedGeneration",
     "flip_low_bit",
+    "PERTURBED_BIT",
     "forge_program_end",
     "make_cheater",
     "SWARM_CHEATS",
@@ -56,11 +57,19 @@ __all__ = [
 Tamper = Callable[[int, str, Mapping[str, torch.Tensor], dict[str, Any], torch.Tensor], torch.Tensor]
 
 
-def flip_low_bit(t: torch.Tensor, element: int) -> torch.Tensor:
-    """A copy of float32 ``t`` with the lowest bit of flat ``element`` flipped (one ulp)."""
+def flip_low_bit(t: torch.Tensor, element: int, bit: int = 0) -> torch.Tensor:
+    """A copy of float32 ``t`` with bit ``bit`` (default the lowest: one ulp) of flat
+    ``element`` flipped."""
     out = t.detach().clone().contiguous()
-    out.view(-1).view(torch.int32)[element] ^= 1
+    out.view(-1).view(torch.int32)[element] ^= 1 << bit
     return out
+
+
+PERTURBED_BIT = 20
+"""The mantissa bit :class:`PerturbedActivation` flips (a 1/8 relative change).
+One ulp is not enough: refute's GEMM reads about 14 significant bits of each
+input, so a lowest-bit change can vanish in the next linear layer and reach no
+checkpoint, and a lie that changes nothing the claim commits is no lie."""
 
 
 @dataclasses.dataclass
@@ -123,6 +132,13 @@ class _TracedTamper(_Dishonest):
         finally:
             self.executor.active = self.always
 
+    def compute(self, task: Task, seed: int) -> Any:
+        # An embedding is the traced forward's own output: claim the tampered one, so
+        # that the lie is in the records and not in a digest anyone can check.
+        if not isinstance(task, GenerateTask):
+            return self.forward(task, None)
+        return super().compute(task, seed)
+
 
 # --------------------------------------------------------------------------- the ten
 
@@ -166,19 +182,20 @@ class SkippedLayer(_Dishonest):
 
 
 class PerturbedActivation(_TracedTamper):
-    """Element ``element`` of record ``record``'s output one ulp off."""
+    """Element ``element`` of record ``record``'s output off by an eighth
+    (:data:`PERTURBED_BIT`), everything after it computed from the perturbed value."""
 
     def __init__(self, honest_model: Any, private_key: Any, record: int, element: int, **kw: Any):
         self.record, self.element = record, element
 
         def tamper(step, kind, inputs, attrs, out):
-            return flip_low_bit(out, element) if step == record else out
+            return flip_low_bit(out, element, PERTURBED_BIT) if step == record else out
 
         super().__init__(honest_model, private_key, tamper, **kw)
 
 
 class ForgedAttentionEnd(PerturbedActivation):
-    """Attention element one ulp off, its element program's end state forged to match.
+    """Attention element perturbed (as PerturbedActivation), its element program's end state forged to match.
 
     Record ``record`` must be an attention. A defendant that committed a wrong
     attention element has no honest final program state to post (its output is
@@ -298,11 +315,16 @@ class _RewritesTrace(_Dishonest):
         self._output = out = super().compute(task, seed)
         return out
 
+    def full_trace(self, bundle: Bundle) -> Trace:
+        self._task, self._output = self.ran(bundle)
+        return super().full_trace(bundle)
+
 
 class ForgedTrace(_RewritesTrace):
     """The right output over a forged trace: record ``record``'s committed output
     (and the matching inputs of the records that read it) replaced by a tensor
-    one ulp off at ``element``, while the computation went on with the true one."""
+    one ulp off at ``element``, while the computation went on with the true one.
+    ``record`` must be a checkpoint: a claim commits no other output."""
 
     def __init__(self, honest_model: Any, private_key: Any, record: int, element: int, **kw: Any):
         self.record, self.element = record, element
@@ -351,7 +373,8 @@ class BrokenWiring(_RewritesTrace):
     ``element`` instead of its source record's output (everything else honest): a
     trace that breaks the wiring rule. No strict parser accepts it; on chain only the
     template one-step's wiring check (source record proven under the trace root)
-    catches it. Not one of the issue's ten; the wiring check's fixture."""
+    catches it. That input's source must be a checkpoint (a claim commits no other
+    edge). Not one of the issue's ten; the wiring check's fixture."""
 
     def __init__(self, honest_model: Any, private_key: Any, record: int, element: int = 0, **kw: Any):
         self.record, self.element = record, element
@@ -394,8 +417,10 @@ def make_cheater(name: str, honest_model: Any, private_key: Any, *, other: Task,
     """Catalogue entry ``name`` for any task of ``honest_model`` (a Llama decoder of
     at least two layers), with parameters that fit every such model: the tamper
     records (10, 12, 14) lie inside layer 0's attention and MLP blocks, record 7
-    is layer 0's attention (its last element: the last query, over every key), the
-    flipped weight is ``layers.0.attn.k.weight``, the skipped layer is layer 1.
+    is layer 0's attention (its last element: the last query, over every key),
+    record 16 is layer 0's output (a checkpoint: the forged root) and record 17
+    reads it (the broken edge), the flipped weight is ``layers.0.attn.k.weight``,
+    the skipped layer is layer 1.
     ``other`` is the task whose output :class:`CopiedOutput` hands in. ``kw`` goes
     to the prover (``chain_id``)."""
     m, k = honest_model, private_key
@@ -408,9 +433,9 @@ def make_cheater(name: str, honest_model: Any, private_key: Any, *, other: Task,
         "native_torch_kernels": lambda: NativeTorchKernels(m, k, **kw),
         "copied_output": lambda: CopiedOutput(m, k, other, **kw),
         "wrong_seed": lambda: WrongSeed(m, k, None, **kw),
-        "forged_trace": lambda: ForgedTrace(m, k, 14, 3, **kw),
+        "forged_trace": lambda: ForgedTrace(m, k, 16, 3, **kw),
         "mismatched_serving": lambda: MismatchedServing(m, k, 14, 3, **kw),
-        "broken_wiring": lambda: BrokenWiring(m, k, 12, 1, **kw),
+        "broken_wiring": lambda: BrokenWiring(m, k, 17, 1, **kw),
         "forged_attention_end": lambda: ForgedAttentionEnd(m, k, 7, -1, **kw),
     }
     if set(builders) != set(SWARM_CHEATS):

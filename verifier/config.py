@@ -72,7 +72,7 @@ class NodeConfig:
     key_file: str | None = None  # file holding the hex private key
     sampling_rate: float = 1.0  # fraction of claims replayed, in (0, 1]
     replay_mode: str = "full"  # full | spot
-    spot_ops: int = 8  # records replayed per claim in spot mode
+    spot_ops: int = 8  # segments (checkpoint to checkpoint) replayed per claim in spot mode
     backend: str = "reference"  # reference | triton
     state_path: str = "refute-node.sqlite"  # the node's SQLite state file
     metrics_host: str = "127.0.0.1"
@@ -281,7 +281,7 @@ _SPECS: Final[Mapping[str, _Spec]] = {
     "replay_mode": _Spec(_text_str, _choice(REPLAY_MODES), "--replay-mode", "MODE",
                          "full or spot replay (default full)"),
     "spot_ops": _Spec(_text_int, _int_in(1, None), "--spot-ops", "N",
-                      "records replayed per claim in spot mode (default 8)"),
+                      "segments (checkpoint to checkpoint) replayed per claim in spot mode (default 8)"),
     "backend": _Spec(_text_str, _choice(BACKENDS), "--backend", "NAME",
                      "operator backend: reference or triton (default reference)"),
     "state_path": _Spec(_text_str, _nonempty, "--state", "FILE",

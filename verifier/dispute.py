@@ -1,13 +1,20 @@
 """Bisection between a defendant's committed trace and a challenger's, and the one-step.
 
 The game a contract referees (DESIGN section 4), played here off chain with the
-same moves:
+same moves. A claim commits a *checkpointed* trace (only the checkpoints'
+outputs rooted, docs/protocol.md "Checkpointed traces"); :func:`plan_dispute`
+compares it with the challenger's replay:
 
-1. **Records.** Both parties reveal the two children of the current node of
-   their trace trees (each pair checked against the party's parent node); the
-   game descends into the left child if the left children differ, else the
-   right. After ``ceil(log2(count))`` rounds it stands on the first record
-   whose hash differs. Both reveal that record.
+0. If the first differing record departs from the program, the template
+   one-step decides it at once (on chain ``openTemplate``, one call).
+1. Else it is a checkpoint ``i`` whose output differs. The challenger pins it;
+   both parties compute their **full** traces (every output rooted) of records
+   ``0..i``, the defendant's ending at the output it committed. **Records.**
+   Both reveal the two children of the current node of their prefix trees
+   (each pair checked against the party's parent node); the game descends into
+   the left child if the left children differ, else the right. After
+   ``ceil(log2(i + 1))`` rounds it stands on the first record whose hash
+   differs. Both reveal that record.
 2. If the records differ in kind, attributes, wiring or an external input,
    the program decides (a ``template`` one-step: the model digest pins every
    record's template). If only the output differs (the inputs agree, because
@@ -58,12 +65,16 @@ from refute.compute.program import (
     verify_template,
 )
 from refute.compute.trace import (
+    DEFERRED,
     NODE_PREFIX,
     RecordProof,
     Trace,
     TraceError,
     TraceRecord,
+    checkpointed,
     diff_records,
+    first_divergence,
+    prefix,
     record_run,
     verify_record,
 )
@@ -71,8 +82,8 @@ from refute.compute.merkle import NODE_PREFIX as TENSOR_NODE_PREFIX
 from refute.verifier.prover import Bundle, Opened, capture_records, traced_forward
 from refute.verifier.tasks import GenerateTask, Task, TaskError, generation_valid
 
-__all__ = ["OneStepProof", "OneStepResult", "Dispute", "bisect_records", "bisect_tensor", "element_inputs",
-           "dispute", "check_one_step", "decode_elements", "compute_one_step", "template_one_step", "open_own"]
+__all__ = ["OneStepProof", "OneStepResult", "Dispute", "Plan", "plan_dispute", "bisect_records", "bisect_tensor",
+           "element_inputs", "dispute", "check_one_step", "decode_elements", "compute_one_step", "template_one_step", "open_own"]
 
 
 # --------------------------------------------------------------------------- one-step
@@ -89,7 +100,9 @@ class OneStepProof:
     digest's preimage; ``task``/``tokens`` give the task inputs' roots;
     ``sources`` are the records that produce ``record``'s internal inputs, in
     input order, each proven under the claim's trace root, so that an input
-    whose root is not its source's output is caught: the wiring rule) or
+    whose root is not its source's output is caught: the wiring rule; in a
+    game's prefix phase both are proven under ``trace_root``, the defendant's
+    full prefix, instead) or
     ``sampling`` (token ``element`` of ``tokens`` from ``logits_row`` of the
     trace's last record ``record``)."""
 
@@ -110,6 +123,13 @@ class OneStepProof:
     vocab_size: int | None = None
     eos_token_id: int | None = None
     sources: tuple[tuple[TraceRecord, RecordProof], ...] = ()
+    trace_root: bytes | None = None
+
+    @property
+    def proven_under(self) -> bytes:
+        """The trace root ``record`` and ``sources`` are proven under: the claim's
+        checkpointed trace, or (``trace_root``) the defendant's full prefix in a game."""
+        return self.claim.trace_root if self.trace_root is None else self.trace_root
 
 
 @dataclass(frozen=True)
@@ -244,7 +264,7 @@ def check_one_step(proof: Any) -> OneStepResult:
         if not isinstance(proof, OneStepProof):
             return OneStepResult(False, "not a one-step proof")
         try:
-            verify_record(proof.claim.trace_root, proof.record, proof.record_proof)
+            verify_record(proof.proven_under, proof.record, proof.record_proof)
         except (TraceError, AttributeError, TypeError) as e:
             return OneStepResult(False, f"record proof: {e}")
         if proof.kind == "compute":
@@ -332,7 +352,7 @@ def _check_template(p: OneStepProof) -> OneStepResult:
         roots = _task_roots(p)
     except (TaskError, TypeError, AttributeError) as e:
         return OneStepResult(False, f"task inputs: {e}")
-    problems = check_against_template(p.record, p.template, roots)
+    problems = check_against_template(p.record, p.template, roots, checkpointed=p.proven_under == p.claim.trace_root)
     if problems:
         return OneStepResult(True, f"record {p.record.index}: " + "; ".join(problems))
     internal = [i for i in p.record.inputs if not i.external]
@@ -342,7 +362,7 @@ def _check_template(p: OneStepProof) -> OneStepResult:
         try:
             if source.index != inp.source:
                 raise TraceError(f"record {source.index} is not input {inp.name}'s source {inp.source}")
-            verify_record(p.claim.trace_root, source, proof)
+            verify_record(p.proven_under, source, proof)
         except (TraceError, TypeError, AttributeError) as e:
             return OneStepResult(False, f"source of {inp.name}: {e}")
         if source.output != inp.root:
@@ -451,34 +471,80 @@ class Dispute:
     note: str = ""
 
 
-def dispute(bundle: Bundle, defendant: Any, verifier: Any) -> Dispute:
-    """Play the game of the module docstring between ``defendant`` (a prover:
-    :meth:`open` serves its tensors) and ``verifier`` (the honest challenger,
-    :class:`~refute.verifier.verify.Verifier`), and decide it with
-    :func:`check_one_step`. The bundle must be refuted by full replay."""
-    claim, task = bundle.claim, bundle.task
-    model = verifier.model(bundle)
-    program = verifier.program(bundle)
+@dataclass(frozen=True)
+class Plan:
+    """What the honest challenger does about a bundle (:func:`plan_dispute`).
+
+    ``kind``: ``claim`` (a claim-level fault: signature, model, digests; nothing to
+    dispute on chain), ``none`` (the claim is right), ``sampling`` (the trace is
+    right or the tokens break the generation's rules: the sampling one-step),
+    ``template`` (record ``index`` of the claim's checkpointed trace departs from
+    the program: the template one-step, in one transaction) or ``game``
+    (checkpoint ``index`` is wrong: a game over the two full prefixes ending
+    there). ``full`` is the challenger's own full trace."""
+
+    kind: str
+    index: int | None
+    full: Trace | None
+    note: str = ""
+
+    def pin(self, bundle: Bundle) -> tuple[bytes, int, list[bytes]]:
+        """The defendant's record ``index`` with its proof under the claim's trace
+        root, as the contract takes it (``RecordProof``: record, count, siblings)."""
+        trace = bundle.trace
+        return trace[self.index].encode(), len(trace), list(trace.prove_record(self.index).siblings)
+
+
+def plan_dispute(bundle: Bundle, verifier: Any) -> Plan:
+    """Replay ``bundle``'s forward and decide where to dispute it (:class:`Plan`):
+    the first record of the claim's checkpointed trace that differs from the
+    replay is either a departure from the program (template) or a checkpoint
+    whose output differs (a game pinned there)."""
     findings = verifier.structure(bundle)
     claim_level = [f for f in findings if f.kind in ("signature", "model", "digest")]
     if claim_level:
-        return Dispute("claim", None, None, 0, None, None, str(claim_level[0]))
-    trace = bundle.trace
-    base = dict(claim=claim, task=task, tokens=bundle.tokens)
+        return Plan("claim", None, None, str(claim_level[0]))
     structural = [f for f in findings if f.kind == "generation"]
-    mine = None if structural else record_run(model.ex, traced_forward, model, task, bundle.tokens)[0]
-    if mine is None or trace.root == mine.root:
+    if structural:
+        return Plan("sampling", len(bundle.trace) - 1, None, str(structural[0]))
+    model, program, trace = verifier.model(bundle), verifier.program(bundle), bundle.trace
+    full = record_run(model.ex, traced_forward, model, bundle.task, bundle.tokens)[0]
+    mine = checkpointed(full, program.checkpoints)
+    if trace.root == mine.root:
+        return Plan("sampling", len(trace) - 1, full)
+    d = min(first_divergence(trace, mine), len(trace) - 1)
+    what = diff_records(trace[d], mine[d]) if d < len(mine) else ["length"]
+    if what != ["output"] or DEFERRED in (trace[d].output, mine[d].output):
+        return Plan("template", d, full, ", ".join(what))
+    return Plan("game", d, full, "checkpoint output")
+
+
+def dispute(bundle: Bundle, defendant: Any, verifier: Any, plan: Plan | None = None) -> Dispute:
+    """Play the game of the module docstring between ``defendant`` (a prover:
+    :meth:`full_trace` and :meth:`open` serve its full trace and tensors) and
+    ``verifier`` (the honest challenger, :class:`~refute.verifier.verify.Verifier`),
+    and decide it with :func:`check_one_step`. The bundle must be refuted by full
+    replay; ``plan`` is :func:`plan_dispute`'s, if already made."""
+    claim, task = bundle.claim, bundle.task
+    model = verifier.model(bundle)
+    program = verifier.program(bundle)
+    plan = plan_dispute(bundle, verifier) if plan is None else plan
+    if plan.kind in ("claim", "none"):
+        return Dispute(plan.kind, None, None, 0, None, None, plan.note)
+    trace, full, d = bundle.trace, plan.full, plan.index
+    base = dict(claim=claim, task=task, tokens=bundle.tokens)
+    if plan.kind == "sampling":
         # Same trace (only a token can be wrong), or tokens that break the generation's
         # rules (length, vocabulary, EOS): the sampling one-step decides either.
         last = len(trace) - 1
-        opened = _open(defendant, bundle, [last])
+        opened = _open(defendant, bundle, [last], trace)
         if isinstance(opened, Dispute):
             return opened
         from refute.verifier.verify import expected_tokens
 
         want = expected_tokens(task, claim.seed, opened[last].output, len(bundle.tokens))
         j = next((j for j, (a, b) in enumerate(zip(bundle.tokens, want)) if a != b), None)
-        if j is None and not structural:
+        if j is None and full is not None:
             return Dispute("none", None, None, 0, None, None, "the claim is right")
         j = 0 if j is None else j
         tree = TensorTree.from_tensor(opened[last].output)
@@ -488,51 +554,65 @@ def dispute(bundle: Bundle, defendant: Any, verifier: Any) -> Dispute:
                              logits_row=tree.prove_range(row * v, (row + 1) * v), vocab_size=v,
                              eos_token_id=program.eos_token_id, identity=program.identity,
                              program_tree_root=program.templates.root, **base)
-        return Dispute("sampling", last, j, 0, proof, check_one_step(proof), str(structural[0]) if structural else "")
-    if len(trace) != len(mine):
-        d, rounds = min(len(trace), len(mine)) - 1, 0
-        d = next((i for i in range(min(len(trace), len(mine))) if trace.hashes[i] != mine.hashes[i]), d)
-    else:
-        try:
-            d, rounds = bisect_records(trace, mine)
-        except _Opening as e:
-            return Dispute("serving", None, None, 0, None, None, f"{e} revealed a node that does not match its root")
-    what = diff_records(trace[d], mine[d])
-    if what != ["output"]:
+        return Dispute("sampling", last, j, 0, proof, check_one_step(proof), plan.note)
+    if plan.kind == "template":
         proof = template_one_step(bundle, program, d)
-        return Dispute("template", d, None, rounds, proof, check_one_step(proof), ", ".join(what))
-    served = _open(defendant, bundle, [d])
+        return Dispute("template", d, None, 0, proof, check_one_step(proof), plan.note)
+    # Both parties' full traces of records 0..d; the defendant's must end at its checkpoint.
+    try:
+        theirs = defendant.full_trace(bundle)
+    except Exception as e:
+        return Dispute("serving", d, None, 0, None, None, f"the defendant could not give its full trace: {e}")
+    if len(theirs) <= d or theirs[d].output != trace[d].output:
+        return Dispute("serving", d, None, 0, None, None, f"the defendant's full trace does not reach its checkpoint {d}")
+    d_prefix, c_prefix = prefix(theirs, d + 1), prefix(full, d + 1)
+    try:
+        i, rounds = bisect_records(d_prefix, c_prefix)
+    except _Opening as e:
+        return Dispute("serving", None, None, 0, None, None, f"{e} revealed a node that does not match its root")
+    what = diff_records(d_prefix[i], c_prefix[i])
+    if what != ["output"]:
+        proof = template_one_step(bundle, program, i, d_prefix)
+        return Dispute("template", i, None, rounds, proof, check_one_step(proof), ", ".join(what))
+    served = _open(defendant, bundle, [i], d_prefix)
     if isinstance(served, Dispute):
-        served.record, served.rounds = d, rounds
+        served.record, served.rounds = i, rounds
         return served
-    ours = open_own(verifier, bundle, d)
-    d_tree, c_tree = TensorTree.from_tensor(served[d].output), TensorTree.from_tensor(ours.output)
+    ours = open_own(verifier, bundle, i)
+    d_tree, c_tree = TensorTree.from_tensor(served[i].output), TensorTree.from_tensor(ours.output)
     element, more = bisect_tensor(d_tree, c_tree)
     rounds += more
-    proof = compute_one_step(bundle, d, 0 if element is None else element, served[d].output, ours)
-    return Dispute("compute", d, element, rounds, proof, check_one_step(proof))
+    proof = compute_one_step(bundle, i, 0 if element is None else element, served[i].output, ours, d_prefix)
+    return Dispute("compute", i, element, rounds, proof, check_one_step(proof))
 
 
-def template_one_step(bundle: Bundle, program: Program, index: int) -> OneStepProof:
-    """The template one-step of record ``index`` of ``bundle``'s trace against
-    ``program`` (the honest model's): the record, its inclusion under the trace
-    root, and the program's template for that position with its proof."""
-    trace = bundle.trace
+def template_one_step(bundle: Bundle, program: Program, index: int, trace: Trace | None = None) -> OneStepProof:
+    """The template one-step of record ``index`` against ``program`` (the honest
+    model's): the record, its inclusion under its trace root, and the program's
+    template for that position with its proof. ``trace``: the defendant's full
+    prefix in a game's prefix phase; default the claim's checkpointed trace."""
+    full = trace is not None
+    trace = bundle.trace if trace is None else trace
     sources = tuple((trace[i.source], trace.prove_record(i.source)) for i in trace[index].inputs if not i.external)
     return OneStepProof("template", record=trace[index], record_proof=trace.prove_record(index),
                         identity=program.identity, program_tree_root=program.templates.root,
                         eos_token_id=program.eos_token_id,
                         template=program.template(index), template_proof=program.prove_template(index),
-                        claim=bundle.claim, task=bundle.task, tokens=bundle.tokens, sources=sources)
+                        claim=bundle.claim, task=bundle.task, tokens=bundle.tokens, sources=sources,
+                        trace_root=trace.root if full else None)
 
 
 def compute_one_step(bundle: Bundle, index: int, element: int, defendant_output: torch.Tensor,
-                     challenger: Opened) -> OneStepProof:
+                     challenger: Opened, trace: Trace | None = None) -> OneStepProof:
     """The challenger's ``compute`` one-step against element ``element`` of
-    record ``index``: the defendant's opening of that element of
-    ``defendant_output`` and the challenger's openings of the inputs it needs
-    (from its own tensors ``challenger``, which agree with the committed inputs)."""
-    trace, r = bundle.trace, bundle.trace[index]
+    record ``index`` of ``trace`` (the defendant's full prefix in a game; default
+    the claim's checkpointed trace, whose checkpoints commit their inputs and
+    output): the defendant's opening of that element of ``defendant_output`` and
+    the challenger's openings of the inputs it needs (from its own tensors
+    ``challenger``, which agree with the committed inputs)."""
+    full = trace is not None
+    trace = bundle.trace if trace is None else trace
+    r = trace[index]
     shapes = {n: tuple(t.shape) for n, t in challenger.inputs.items()}
     need = element_inputs(r.kind, r.attr_dict(), shapes, tuple(challenger.output.shape), element)
     if r.kind == "embedding":
@@ -543,19 +623,22 @@ def compute_one_step(bundle: Bundle, index: int, element: int, defendant_output:
     d_tree = TensorTree.from_tensor(defendant_output)
     return OneStepProof("compute", bundle.claim, r, trace.prove_record(index), element=element,
                         output_opening=d_tree.prove_element(element) if d_tree.header.numel > element else None,
-                        input_openings=openings, task=bundle.task, tokens=bundle.tokens)
+                        input_openings=openings, task=bundle.task, tokens=bundle.tokens,
+                        trace_root=trace.root if full else None)
 
 
-def _open(defendant: Any, bundle: Bundle, indices: Sequence[int]) -> dict[int, Opened] | Dispute:
-    """The defendant's tensors for ``indices``, each checked against its commitment."""
+def _open(defendant: Any, bundle: Bundle, indices: Sequence[int], trace: Trace) -> dict[int, Opened] | Dispute:
+    """The defendant's tensors for ``indices``, each checked against its commitment
+    in ``trace`` (roots :data:`DEFERRED` commit to nothing)."""
     try:
         got = defendant.open(bundle, indices)
     except Exception as e:
         return Dispute("serving", None, None, 0, None, None, f"the defendant could not open: {e}")
     for i in indices:
-        r, o = bundle.trace[i], got.get(i)
+        r, o = trace[i], got.get(i)
         if o is None or tensor_root(o.output) != r.output or any(
-                tensor_root(o.inputs.get(x.name, torch.empty(0))) != x.root for x in r.inputs):
+                x.root != DEFERRED and tensor_root(o.inputs.get(x.name, torch.empty(0))) != x.root
+                for x in r.inputs):
             return Dispute("serving", i, None, 0, None, None, f"record {i}: the served tensors do not match the committed roots")
     return got
 

@@ -30,11 +30,11 @@ from typing import Any, Final
 from eth_account import Account
 
 from refute.compute.claims import ClaimError, ClaimRound, SignedClaim
-from refute.compute.trace import Trace, record_run
+from refute.compute.trace import Trace, prefix, record_run
 from refute.contracts.client import Chain, ChainError, ContractError
 from refute.contracts.game import Challenger, GameSystem, State, take_turn, trace_tree_root
 from refute.verifier.config import NodeConfig
-from refute.verifier.dispute import dispute, open_own, template_one_step
+from refute.verifier.dispute import dispute, open_own, plan_dispute, template_one_step
 from refute.verifier.metrics import Metrics, MetricsServer
 from refute.verifier.nodestate import NodeState
 from refute.verifier.prover import Bundle, BundleError, Opened, traced_forward
@@ -137,7 +137,8 @@ class VerifierNode:
                            ("games_opened_total", "dispute games opened by this node"),
                            ("games_won_total", "games this node won"),
                            ("games_lost_total", "games this node lost"),
-                           ("sampling_refutations_total", "claims refuted on chain in one call"),
+                           ("sampling_refutations_total", "claims refuted on chain in one call (a token)"),
+                           ("template_refutations_total", "claims refuted on chain in one call (a record)"),
                            ("moves_total", "game moves sent"),
                            ("withdrawn_wei_total", "wei pulled from the contracts")]:
             m.counter(name, text)
@@ -355,33 +356,45 @@ class VerifierNode:
         bundle = Bundle.from_json(row.bundle, check_wiring=False)
         signed = self._signed(h, row.prover, row.round)
         cr = ClaimRound(self._round_of(row.prover, row.round))
-        remote = self._remote(row.prover)
-        d = dispute(bundle, remote if remote is not None else _Silent(), self.verifier)
-        self.state.log_event("dispute", claim="0x" + h.hex(), one_step=d.kind, record=d.record, element=d.element,
-                             rounds=d.rounds, reason=d.note)
-        log.info("claim 0x%s…: the dispute is a %s one-step (record %s, element %s)", h.hex()[:12], d.kind,
-                 d.record, d.element)
-        if d.kind == "sampling":
+        plan = plan_dispute(bundle, self.verifier)
+        self.state.log_event("dispute", claim="0x" + h.hex(), one_step=plan.kind, record=plan.index, reason=plan.note)
+        log.info("claim 0x%s…: the dispute is a %s (record %s)", h.hex()[:12], plan.kind, plan.index)
+        if plan.kind in ("claim", "none"):
+            self.state.set(f"undisputable:{h.hex()}", plan.note or plan.kind)
+            log.warning("claim 0x%s… cannot be disputed on chain: %s", h.hex()[:12], plan.note)
+            return
+        if plan.kind == "sampling":
             from refute.contracts.referee import sampling_evidence
 
+            remote = self._remote(row.prover)
+            d = dispute(bundle, remote if remote is not None else _Silent(), self.verifier, plan)
+            if d.kind != "sampling":  # the prover did not serve its logits: try again next tick
+                raise TransportError(f"the sampling one-step needs the prover's logits: {d.note}")
             tx = sys.open_sampling(self.account, signed, sampling_evidence(d.proof), claim_round=cr)
             self.state.set_claim_status(h, "disputed", f"sampling refutation, element {d.element}")
             self.state.set_claim_status(h, "settled", f"slashed by a sampling refutation (tx 0x{tx.hash.hex()})")
             self.state.log_event("sampling_refuted", claim="0x" + h.hex(), gas=tx.gas_used)
             self.metrics.inc("sampling_refutations_total")
             return
-        if d.kind in ("claim", "none"):
-            self.state.set(f"undisputable:{h.hex()}", d.note or d.kind)
-            log.warning("claim 0x%s… cannot be disputed on chain: %s", h.hex()[:12], d.note)
+        if plan.kind == "template":
+            from refute.contracts.referee import template_evidence
+
+            evidence = template_evidence(template_one_step(bundle, self.verifier.program(bundle), plan.index))
+            tx = sys.open_template(self.account, signed, plan.pin(bundle), evidence, claim_round=cr)
+            self.state.set_claim_status(h, "disputed", f"template refutation, record {plan.index}")
+            self.state.set_claim_status(h, "settled", f"slashed by a template refutation (tx 0x{tx.hash.hex()})")
+            self.state.log_event("template_refuted", claim="0x" + h.hex(), record=plan.index, gas=tx.gas_used)
+            self.metrics.inc("template_refutations_total")
             return
-        mine = self._own_trace(bundle)
-        gid, tx = sys.open(self.account, signed, len(mine), trace_tree_root(mine), claim_round=cr)
+        tree_root = trace_tree_root(prefix(plan.full, plan.index + 1))
+        gid, tx = sys.open(self.account, signed, plan.pin(bundle), tree_root, claim_round=cr)
         self.state.record_game(gid, h, row.prover, "bisection", State.AWAIT_RESPONSE.name)
         self.state.set_claim_status(h, "disputed", f"game {gid}")
         self.state.log_event("game_opened", game=gid, claim="0x" + h.hex(), prover=row.prover, gas=tx.gas_used,
-                             expect=d.kind, record=d.record, element=d.element)
+                             pinned=plan.index)
         self.metrics.inc("games_opened_total")
-        log.info("opened game %d against 0x%s… of %s", gid, h.hex()[:12], row.prover)
+        log.info("opened game %d against 0x%s… of %s, pinned at checkpoint %d", gid, h.hex()[:12], row.prover,
+                 plan.index)
 
     def _own_trace(self, bundle: Bundle) -> Trace:
         trace, _ = record_run(self.model.ex, traced_forward, self.model, bundle.task, bundle.tokens)
@@ -393,16 +406,10 @@ class VerifierNode:
         if game.game_id not in self._games:
             row = self.state.claim(game.claim_hash)
             bundle = Bundle.from_json(row.bundle, check_wiring=False)
-            program = self.verifier.program(bundle)
             # each record's tensors are regenerated once per game (a forward pass each)
             opened = functools.lru_cache(maxsize=None)(lambda i: open_own(self.verifier, bundle, i))
-
-            def evidence(claim: Any, index: int) -> bytes:
-                from refute.contracts.referee import template_evidence
-
-                return template_evidence(template_one_step(bundle, program, index))
-
-            challenger = Challenger(self.account, self._own_trace(bundle), opened, bundle.claim, evidence)
+            challenger = Challenger(self.account, self._own_trace(bundle), opened, bundle.claim,
+                                    self.verifier.program(bundle), bundle.task, bundle.tokens)
             self._games[game.game_id] = _Game(challenger)
         return self._games[game.game_id]
 

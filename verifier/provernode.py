@@ -193,8 +193,8 @@ class ProverNode:
                     continue
                 if gid not in self._games:
                     opener = self._opener(bundle)
-                    self._games[gid] = Defendant(self.account, bundle.trace, opener,
-                                                 self.prover.program_states(bundle.trace, opener))
+                    full = self.prover.full_trace(bundle)  # the game bisects full traces: one forward pass
+                    self._games[gid] = Defendant(self.account, full, opener, self.prover.program_states(full, opener))
                     self._opened_at[gid] = ev["blockNumber"]
                     log.info("game %d opened against claim 0x%s… by %s", gid, h.hex()[:12], ev["args"]["challenger"])
             self._scan_block = end + 1

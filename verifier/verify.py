@@ -9,14 +9,17 @@ malformed bundle never gets this far: :class:`~refute.verifier.prover.BundleErro
   program's records with the program's kinds, attributes, wiring and weights,
   and its task inputs are the task's tensors; an embedding's output is the
   trace's last output.
-* **Full replay**: run the traced forward and compare every record; re-derive
-  every generated token from the replayed logits with the claim's seed.
-* **Spot replay**: fetch ``k`` records sampled uniformly without replacement
-  from the prover (:meth:`Prover.open`), check the tensors against the
-  committed roots, recompute each record, compare roots; re-derive every token
-  from the committed logits. A dishonest trace with ``m`` of its ``R`` records
-  not matching their own inputs is caught with probability
-  ``1 - C(R - m, k) / C(R, k)`` (:func:`catch_probability`) when the structure
+* **Full replay**: run the traced forward and compare every record of the
+  claim's checkpointed trace; re-derive every generated token from the
+  replayed logits with the claim's seed.
+* **Spot replay**: fetch the records of ``k`` segments (from one checkpoint to
+  the next, :attr:`Program.segments`) sampled uniformly without replacement
+  from the prover (:meth:`Prover.open`), check the served tensors against the
+  committed roots, recompute each segment from the previous checkpoint and
+  compare its end with the committed checkpoint; re-derive every token from
+  the committed logits. A dishonest trace with ``m`` of its ``S`` segments not
+  matching their own inputs is caught with probability
+  ``1 - C(S - m, k) / C(S, k)`` (:func:`catch_probability`) when the structure
   and the tokens are right; structural and token lies are caught always.
 """
 
@@ -35,7 +38,7 @@ from refute.compute.digest import first_difference
 from refute.compute.executor import OPERATORS
 from refute.compute.merkle import tensor_root
 from refute.compute.program import Program, check_against_template
-from refute.compute.trace import Trace, diff_records, first_divergence, record_run, wiring_faults
+from refute.compute.trace import DEFERRED, Trace, diff_records, first_divergence, record_run, wiring_faults
 from refute.kernels import sampling
 from refute.verifier.prover import Bundle, Opened, model_program, traced_forward
 from refute.verifier.tasks import EMBED, GenerateTask, generation_valid
@@ -160,19 +163,25 @@ class Verifier:
     # ---- full replay
 
     def full_replay(self, bundle: Bundle) -> Verdict:
-        """Structure, then the whole traced forward on this verifier's backend."""
+        """Structure, then the whole traced forward on this verifier's backend,
+        its checkpoints compared with the claim's."""
         verdict = Verdict(checked=["structure"])
         verdict.findings = self.structure(bundle)
         if verdict.findings:
             return verdict
         model, task, claim = self.model(bundle), bundle.task, bundle.claim
-        mine, logits = record_run(model.ex, traced_forward, model, task, bundle.tokens)
+        program = self.program(bundle)
+        mine, logits = record_run(model.ex, traced_forward, model, task, bundle.tokens,
+                                  checkpoints=program.checkpoints)
         verdict.checked.append(f"full replay of {len(mine)} records")
         d = first_divergence(bundle.trace, mine)
         if d is not None:
-            what = diff_records(bundle.trace[d], mine[d]) if d < min(len(mine), len(bundle.trace)) else ["length"]
+            what = diff_records(bundle.trace[d], mine[d])
+            segment = next(s for s in program.segments if d in s)
+            where = f"records {segment.start}-{segment.stop - 1}" if len(segment) > 1 else f"record {d}"
             verdict.findings.append(Finding("compute" if what == ["output"] else "structure",
-                                            f"first differing record: {', '.join(what)}", record=d))
+                                            f"first differing record: {', '.join(what)} (the lie is in {where})",
+                                            record=d))
             return verdict
         if isinstance(task, GenerateTask):
             verdict.checked.append(f"{len(bundle.tokens)} tokens re-derived")
@@ -188,8 +197,10 @@ class Verifier:
     def spot_replay(self, bundle: Bundle, source: Any, k: int, rng: random.Random | None = None, *,
                     unreachable: tuple[type[BaseException], ...] = ()) -> Verdict:
         """Structure, every token from the committed logits, and ``k`` sampled
-        records recomputed from tensors ``source`` (the prover: anything with
-        :meth:`Prover.open`) serves. ``rng`` defaults to OS randomness, which
+        segments (the records from one checkpoint to the next) recomputed from
+        the previous checkpoint's tensor and the external inputs ``source`` (the
+        prover: anything with :meth:`Prover.open`) serves, the result compared
+        with the segment's checkpoint. ``rng`` defaults to OS randomness, which
         the prover could not predict when it committed. An exception of a type in
         ``unreachable`` from ``source.open`` (the prover could not be reached at
         all, say it left the swarm) propagates instead of refuting the claim."""
@@ -199,9 +210,10 @@ class Verifier:
         if verdict.findings:
             return verdict
         trace, task = bundle.trace, bundle.task
+        segments = self.program(bundle).segments
         last = len(trace) - 1
-        sample = sorted(rng.sample(range(len(trace)), min(k, len(trace))))
-        wanted = set(sample) | ({last} if isinstance(task, GenerateTask) else set())
+        sample = sorted(rng.sample(range(len(segments)), min(k, len(segments))))
+        wanted = {i for s in sample for i in segments[s]} | ({last} if isinstance(task, GenerateTask) else set())
         try:
             opened = source.open(bundle, wanted)
         except unreachable:
@@ -222,16 +234,43 @@ class Verifier:
                 verdict.findings.append(Finding("sampling", f"token {j} is {bundle.tokens[j]}, the sampler draws {want[j]}",
                                                 record=last, element=j))
                 return verdict
-        verdict.checked.append(f"spot replay of {len(sample)} of {len(trace)} records")
-        for i in sample:
-            r, o = trace[i], opened[i]
-            out = OPERATORS[r.kind](**o.inputs, **r.attr_dict(), backend=self.backend)
-            if tensor_root(out) != r.output:
-                same_layout = out.shape == o.output.shape and out.dtype == o.output.dtype
-                verdict.findings.append(Finding("compute", f"{r.kind} recomputed from its committed inputs differs",
-                                                record=i, element=first_difference(out, o.output) if same_layout else None))
+        verdict.checked.append(f"spot replay of {len(sample)} of {len(segments)} segments")
+        for s in sample:
+            finding = self._replay_segment(trace, segments[s], opened)
+            if finding is not None:
+                verdict.findings.append(finding)
                 return verdict
         return verdict
+
+    def _replay_segment(self, trace: Trace, segment: range, opened: Mapping[int, Opened]) -> Finding | None:
+        """Recompute ``segment`` from its served inputs from outside it (checked
+        against their committed roots by :func:`_check_opened`), each record's
+        output feeding the records after it; the last one's root must be the
+        committed checkpoint. The finding names the first record whose recomputed
+        output is not what the prover served (where it departed), else the checkpoint."""
+        ours: dict[int, torch.Tensor] = {}
+        departed: int | None = None
+        for i in segment:
+            r, o = trace[i], opened[i]
+            inputs = {x.name: ours[x.source] if x.source in ours else o.inputs[x.name] for x in r.inputs}
+            out = OPERATORS[r.kind](**inputs, **r.attr_dict(), backend=self.backend)
+            ours[i] = out
+            if departed is None and not _same_bits(out, o.output):
+                departed = i
+        end = segment[-1]
+        if tensor_root(ours[end]) == trace[end].output:
+            return None
+        at = end if departed is None else departed
+        served = opened[at].output
+        same_layout = ours[at].shape == served.shape and ours[at].dtype == served.dtype
+        return Finding("compute", f"{trace[at].kind} recomputed from the committed inputs of records "
+                                  f"{segment.start}-{end} differs", record=at,
+                       element=first_difference(ours[at], served) if same_layout else None)
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(
+        a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
 
 
 def _check_opened(trace: Trace, i: int, o: Opened | None) -> str | None:
@@ -241,8 +280,8 @@ def _check_opened(trace: Trace, i: int, o: Opened | None) -> str | None:
     if set(o.inputs) != {x.name for x in r.inputs}:
         return f"opened inputs {sorted(o.inputs)} are not the record's"
     for x in r.inputs:
-        if tensor_root(o.inputs[x.name]) != x.root:
+        if x.root != DEFERRED and tensor_root(o.inputs[x.name]) != x.root:
             return f"served input {x.name} does not match its committed root"
-    if tensor_root(o.output) != r.output:
+    if r.output != DEFERRED and tensor_root(o.output) != r.output:
         return "served output does not match its committed root"
     return None
