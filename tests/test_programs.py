@@ -249,6 +249,18 @@ def attention_cases():
                 attention=attention)
 
 
+def test_the_attention_lie_reaches_the_layers_checkpoint(attention_cases):
+    """Layer 0's attention (record 7) is not a checkpoint: the claim defers its output,
+    and a game over it is pinned at layer 0's output (checkpoint 16)."""
+    from refute.compute.trace import DEFERRED
+    from refute.contracts.game import pin_of
+
+    case, rec = attention_cases["cheat"], attention_cases["attention"]
+    assert rec == 7 and case.bundle.trace[rec].output == DEFERRED
+    assert pin_of(case.bundle.trace, case.mine)[0] == 16
+    assert pin_of(attention_cases["honest"].bundle.trace, case.full)[0] == 16
+
+
 @pytest.mark.slow
 def test_forged_program_end_is_slashed_at_the_last_step(attention_cases):
     from test_contracts_game import PARAMS, PROVER, World
@@ -257,8 +269,8 @@ def test_forged_program_end_is_slashed_at_the_last_step(attention_cases):
 
     case = attention_cases["cheat"]
     rec = attention_cases["attention"]
-    assert case.where.kind == "compute" and case.where.record == rec
-    r = case.bundle.trace[rec]
+    assert case.where.kind == "compute" and (case.where.record, case.where.element) == (rec, 37)
+    r = case.full[rec]
     committed = case.served(rec).output.reshape(-1)[37:38].numpy().tobytes()
 
     def forged(i, element):
@@ -268,12 +280,14 @@ def test_forged_program_end_is_slashed_at_the_last_step(attention_cases):
     w = World()
     w.chain.gas_limit = GAS_LIMIT
     gid, _ = w.open(case)
+    assert w.sys.events("GameOpened", gid)[0]["pinned"] == 16
     _, c = w.players(case)
-    d = Defendant(PROVER, case.bundle.trace, case.served, program_states=forged)
+    d = Defendant(PROVER, case.full, case.served, program_states=forged)
     res = play(w.sys, gid, d, c)
     kinds = [m[0] for m in res.moves]
     assert res.state == State.CHALLENGER_WON and res.reason == "program step", (res.reason, res.failures)
     assert "PROGRAM_END_D" in kinds and "PROGRAM_STEP" in kinds and not res.failures
+    assert (res.record, res.element) == (rec, 37)
     g = w.sys.game(gid)
     assert (g["countD"], g["countC"]) == (len(forged(rec, 37)) - 2, len(forged(rec, 37)) - 1)
     assert w.dep.stake_of(PROVER) == 3 * 10**18 - PARAMS.slash_amount
@@ -282,21 +296,21 @@ def test_forged_program_end_is_slashed_at_the_last_step(attention_cases):
 
 @pytest.mark.slow
 def test_honest_defendant_beats_a_wrong_challenger_through_the_program(attention_cases):
-    from test_contracts_game import PARAMS, PROVER, World
+    from test_contracts_game import CHALLENGER, PARAMS, PROVER, TASK, World
 
-    from refute.contracts.game import State, play
+    from refute.contracts.game import Challenger, State, play
 
     honest, cheat = attention_cases["honest"], attention_cases["cheat"]
     w = World()
     w.chain.gas_limit = GAS_LIMIT
-    gid, _ = w.open(honest, trace=cheat.bundle.trace)  # the cheat's trace as the challenger's
+    gid, _ = w.open(honest, trace=cheat.full)  # the cheat's full trace as the challenger's
+    assert w.sys.events("GameOpened", gid)[0]["pinned"] == 16
     d, _ = w.players(honest)
-    from refute.contracts.game import Challenger
-    from test_contracts_game import CHALLENGER
-
-    c = Challenger(CHALLENGER, cheat.bundle.trace, cheat.served, honest.bundle.claim)
+    c = Challenger(CHALLENGER, cheat.full, cheat.served, honest.bundle.claim, program=honest.program, task=TASK,
+                   tokens=honest.bundle.tokens)
     res = play(w.sys, gid, d, c)
     assert res.state == State.DEFENDANT_WON and res.reason == "program step", (res.reason, res.failures)
     assert "PROGRAM_BISECT_C" in [m[0] for m in res.moves]
+    assert (res.record, res.element) == (attention_cases["attention"], 37)
     assert w.dep.stake_of(PROVER) == 3 * 10**18 and w.dep.locked_of(PROVER) == 0
     assert w.sys.credit_of(PROVER) == 2 * PARAMS.min_bond
