@@ -23,7 +23,7 @@ from web3.logs import DISCARD
 from refute.compute.claims import Claim, ClaimRound, sign_claim
 from refute.compute.merkle import keccak256, tensor_root
 from refute.compute.program import PROGRAM_PREFIX, ZERO_ROOT, input_binding, model_digest_of
-from refute.compute.trace import EXTERNAL, Trace, TraceInput, TraceRecord
+from refute.compute.trace import EXTERNAL, Trace, TraceInput, TraceRecord, checkpointed
 from refute.contracts.build import ARTIFACT_DIR
 from refute.contracts.client import Chain, ContractError
 from refute.contracts.game import GameParams, GameSystem, State
@@ -66,12 +66,7 @@ def full_records(*, slices2: int = 1, out: dict[int, bytes] | None = None) -> li
 
 def lite(records: list[TraceRecord], checkpoints=CHECKPOINTS) -> Trace:
     """The claim's trace: outputs off the checkpoints, and inputs read from them, zero."""
-    out = []
-    for r in records:
-        ins = tuple(i if i.external or i.source in checkpoints else TraceInput(i.name, ZERO_ROOT, i.source)
-                    for i in r.inputs)
-        out.append(TraceRecord(r.index, r.kind, r.attrs, ins, r.output if r.index in checkpoints else ZERO_ROOT))
-    return Trace(out, check_wiring=False)
+    return checkpointed(Trace(records, check_wiring=False), checkpoints)
 
 
 def templates() -> Trace:
