@@ -5,6 +5,7 @@ import random
 import threading
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_models_tiny import LLAMA, random_llama_weights
@@ -27,7 +28,8 @@ from refute.verifier.transport import (  # noqa: E402
     fetch_bundle,
     serve_prover,
 )
-from refute.verifier.verify import Verifier  # noqa: E402
+from refute.verifier import transport  # noqa: E402
+from refute.verifier.verify import Verifier, held_weights  # noqa: E402
 
 KEY = "0x" + "5a" * 32
 CHAIN = 31337
@@ -138,6 +140,21 @@ def test_bundles_and_spot_replay_over_p2p(dhts):
     checker = Verifier({"smollm2.generate": LlamaDecoder(LLAMA, random_llama_weights(LLAMA), Executor("reference"))})
     remote = RemoteProver(client, server.peer_id, loop.loop)
     assert checker.spot_replay(got, remote, 4, random.Random(3)).valid
+    # a verifier's weights are not sent; requests are split at MAX_OPEN_RECORDS (8 here)
+    held = held_weights(checker.models["smollm2.generate"])
+    lean = RemoteProver(client, server.peer_id, loop.loop, held=frozenset(held))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(transport, "MAX_OPEN_RECORDS", 8)
+        raw = lean.open(got, range(len(got.trace)))
+        assert checker.spot_replay(got, lean, len(checker.program(got).segments), random.Random(4)).valid
+    assert sorted(raw) == list(range(len(got.trace)))
+    local = prover.open(got, range(len(got.trace)))
+    for i, o in raw.items():
+        assert set(o.inputs) == {x.name for x in got.trace[i].inputs if x.root not in held}
+        back = checker.with_held(got, {i: o})[i]
+        assert set(back.inputs) == set(local[i].inputs)
+        assert all(back.inputs[n].view(torch.uint8).equal(t.view(torch.uint8)) for n, t in local[i].inputs.items())
+    assert any(len(o.inputs) < len(got.trace[i].inputs) for i, o in raw.items())
     # refusals and limits: unknown claim, garbage request, oversized answer
     with pytest.raises(TransportError, match="refused"):
         loop.run(fetch_bundle(client, server.peer_id, bytes(32)))

@@ -537,7 +537,7 @@ def dispute(bundle: Bundle, defendant: Any, verifier: Any, plan: Plan | None = N
         # Same trace (only a token can be wrong), or tokens that break the generation's
         # rules (length, vocabulary, EOS): the sampling one-step decides either.
         last = len(trace) - 1
-        opened = _open(defendant, bundle, [last], trace)
+        opened = _open(defendant, bundle, [last], trace, verifier)
         if isinstance(opened, Dispute):
             return opened
         from refute.verifier.verify import expected_tokens
@@ -574,7 +574,7 @@ def dispute(bundle: Bundle, defendant: Any, verifier: Any, plan: Plan | None = N
     if what != ["output"]:
         proof = template_one_step(bundle, program, i, d_prefix)
         return Dispute("template", i, None, rounds, proof, check_one_step(proof), ", ".join(what))
-    served = _open(defendant, bundle, [i], d_prefix)
+    served = _open(defendant, bundle, [i], d_prefix, verifier)
     if isinstance(served, Dispute):
         served.record, served.rounds = i, rounds
         return served
@@ -627,11 +627,13 @@ def compute_one_step(bundle: Bundle, index: int, element: int, defendant_output:
                         trace_root=trace.root if full else None)
 
 
-def _open(defendant: Any, bundle: Bundle, indices: Sequence[int], trace: Trace) -> dict[int, Opened] | Dispute:
-    """The defendant's tensors for ``indices``, each checked against its commitment
+def _open(defendant: Any, bundle: Bundle, indices: Sequence[int], trace: Trace,
+          verifier: Any) -> dict[int, Opened] | Dispute:
+    """The defendant's tensors for ``indices`` (weights it left out filled from the
+    verifier's own, :meth:`Verifier.with_held`), each checked against its commitment
     in ``trace`` (roots :data:`DEFERRED` commit to nothing)."""
     try:
-        got = defendant.open(bundle, indices)
+        got = verifier.with_held(bundle, defendant.open(bundle, indices))
     except Exception as e:
         return Dispute("serving", None, None, 0, None, None, f"the defendant could not open: {e}")
     for i in indices:

@@ -40,7 +40,7 @@ from refute.verifier.nodestate import NodeState
 from refute.verifier.prover import Bundle, BundleError, Opened, traced_forward
 from refute.verifier.swarm import PeerDirectory, is_sampled, sample_seed
 from refute.verifier.transport import BackgroundLoop, ClaimBoard, RemoteProver, SwarmPeer, TransportError, fetch_bundle
-from refute.verifier.verify import Verifier
+from refute.verifier.verify import Verifier, held_weights
 
 __all__ = ["VerifierNode", "NodeEnv"]
 
@@ -112,6 +112,7 @@ class VerifierNode:
         env.chain.add_key(self.key)
         self.model = model
         self.verifier = Verifier({"smollm2.generate": model}, backend=config.backend, chain_id=env.chain.chain_id)
+        self._held_roots: frozenset[bytes] | None = None  # the model's weight roots: provers need not send them
         self.board = ClaimBoard(env.dht, env.chain.chain_id)
         self.directory = PeerDirectory(env.dht, env.chain.chain_id)
         self.metrics = metrics or Metrics()
@@ -259,7 +260,10 @@ class VerifierNode:
         else:
             self._peers.add(prover)
         self.metrics.set("peers", len(self._peers))
-        return None if pid is None else RemoteProver(self.env.peer, pid, self.env.loop.loop, timeout=60.0)
+        if self._held_roots is None:
+            self._held_roots = frozenset(held_weights(self.model))
+        held = self._held_roots
+        return None if pid is None else RemoteProver(self.env.peer, pid, self.env.loop.loop, timeout=60.0, held=held)
 
     def _check_claims(self) -> None:
         deadline = time.monotonic() + CHECK_BUDGET_S

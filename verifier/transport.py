@@ -35,7 +35,7 @@ from refute.compute.merkle import DTYPES
 from refute.verifier.prover import Bundle, BundleError, Opened
 
 __all__ = ["ClaimBoard", "SwarmPeer", "RemoteProver", "BackgroundLoop", "TransportError", "encode_opened", "decode_opened",
-           "claims_key", "MAX_FRAME_BYTES"]
+           "claims_key", "MAX_FRAME_BYTES", "MAX_OPEN_RECORDS"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,10 @@ class ClaimBoard:
 
 
 # --------------------------------------------------------------------------- tensors on the wire
+
+MAX_OPEN_RECORDS: Final = 64
+"""Most records one ``refute.open`` request may ask for (a spot replay's segments
+and logits are asked for in several)."""
 
 
 def encode_opened(opened: Mapping[int, Opened]) -> bytes:
@@ -275,9 +279,14 @@ async def serve_prover(peer: SwarmPeer, prover: Any, bundles: Mapping[bytes, Bun
         o = json.loads(request)
         b = bundles.get(bytes.fromhex(o["claim"]))
         indices = [int(i) for i in o["records"]]
-        if b is None or not all(0 <= i < len(b.trace) for i in indices) or len(indices) > 64:
+        held = {bytes.fromhex(h) for h in o.get("held", [])}
+        if b is None or not all(0 <= i < len(b.trace) for i in indices) or len(indices) > MAX_OPEN_RECORDS:
             return b""
         opened = await asyncio.to_thread(prover.open, b, indices)
+        # inputs the verifier holds itself (weights) are not sent: it checks their committed roots
+        for i, got in opened.items():
+            skip = {x.name for x in b.trace[i].inputs if x.root in held}
+            opened[i] = Opened({n: t for n, t in got.inputs.items() if n not in skip}, got.output)
         return encode_opened(opened)
 
     await peer.serve("refute.bundle", bundle, max_request=32)
@@ -286,16 +295,26 @@ async def serve_prover(peer: SwarmPeer, prover: Any, bundles: Mapping[bytes, Bun
 
 class RemoteProver:
     """``open(bundle, indices)`` answered by a prover peer over the swarm (for spot replay).
-    Called from a worker thread while ``loop`` runs the peer."""
+    Called from a worker thread while ``loop`` runs the peer. Asks in requests of at
+    most :data:`MAX_OPEN_RECORDS` records; inputs whose committed root is in ``held``
+    (the verifier's own weights) are not sent, and the opened records lack them
+    (:meth:`Verifier.with_held` puts them back)."""
 
-    def __init__(self, peer: SwarmPeer, peer_id: Any, loop: asyncio.AbstractEventLoop, timeout: float = 60.0) -> None:
-        self.peer, self.peer_id, self.loop, self.timeout = peer, peer_id, loop, timeout
+    def __init__(self, peer: SwarmPeer, peer_id: Any, loop: asyncio.AbstractEventLoop, timeout: float = 60.0,
+                 held: frozenset[bytes] = frozenset()) -> None:
+        self.peer, self.peer_id, self.loop, self.timeout, self.held = peer, peer_id, loop, timeout, held
 
     def open(self, bundle: Bundle, indices: Iterable[int]) -> dict[int, Opened]:
-        payload = json.dumps({"claim": bundle.claim.hash().hex(), "records": sorted(set(indices))}).encode()
-        fut = asyncio.run_coroutine_threadsafe(
-            self.peer.request(self.peer_id, "refute.open", payload, timeout=self.timeout), self.loop)
-        return decode_opened(fut.result(self.timeout + 5))
+        wanted, out = sorted(set(indices)), {}
+        for k in range(0, len(wanted), MAX_OPEN_RECORDS):
+            batch = wanted[k : k + MAX_OPEN_RECORDS]
+            held = sorted({x.root.hex() for i in batch if 0 <= i < len(bundle.trace)
+                           for x in bundle.trace[i].inputs if x.root in self.held})
+            payload = json.dumps({"claim": bundle.claim.hash().hex(), "records": batch, "held": held}).encode()
+            fut = asyncio.run_coroutine_threadsafe(
+                self.peer.request(self.peer_id, "refute.open", payload, timeout=self.timeout), self.loop)
+            out.update(decode_opened(fut.result(self.timeout + 5)))
+        return out
 
 
 async def fetch_bundle(peer: SwarmPeer, peer_id: Any, claim_hash: bytes, timeout: float = 30.0, *,

@@ -38,12 +38,20 @@ from refute.compute.digest import first_difference
 from refute.compute.executor import OPERATORS
 from refute.compute.merkle import tensor_root
 from refute.compute.program import Program, check_against_template
-from refute.compute.trace import DEFERRED, Trace, diff_records, first_divergence, record_run, wiring_faults
+from refute.compute.trace import (
+    DEFERRED,
+    Trace,
+    default_cache,
+    diff_records,
+    first_divergence,
+    record_run,
+    wiring_faults,
+)
 from refute.kernels import sampling
 from refute.verifier.prover import Bundle, Opened, model_program, traced_forward
 from refute.verifier.tasks import EMBED, GenerateTask, generation_valid
 
-__all__ = ["Finding", "Verdict", "Verifier", "catch_probability", "expected_tokens"]
+__all__ = ["Finding", "Verdict", "Verifier", "catch_probability", "expected_tokens", "held_weights"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,12 @@ class Verdict:
         return "\n".join([f"{head} ({'; '.join(self.checked)})"] + [f"  - {f}" for f in self.findings])
 
 
+def held_weights(model: Any) -> dict[bytes, torch.Tensor]:
+    """``model``'s weights by tensor root (hashed once per process, then cached)."""
+    tensors = [*model.w.values(), *([model.lm_head] if hasattr(model, "lm_head") else [])]
+    return {default_cache().root(t): t for t in tensors}
+
+
 def catch_probability(records: int, bad: int, k: int) -> float:
     """P(a uniform sample of ``k`` of ``records`` records without replacement hits
     at least one of ``bad``) = ``1 - C(R - m, k) / C(R, k)``."""
@@ -101,12 +115,35 @@ class Verifier:
         self.models = dict(models)
         self.backend = backend
         self.chain_id = chain_id
+        self._held: dict[int, dict[bytes, torch.Tensor]] = {}
 
     def model(self, bundle: Bundle) -> Any:
         return self.models[bundle.task.name]
 
     def program(self, bundle: Bundle) -> Program:
         return model_program(self.model(bundle))
+
+    def held(self, bundle: Bundle) -> dict[bytes, torch.Tensor]:
+        """The weights of the model for ``bundle``'s task, by tensor root: inputs a
+        prover need not send."""
+        model = self.model(bundle)
+        if id(model) not in self._held:
+            self._held[id(model)] = held_weights(model)
+        return self._held[id(model)]
+
+    def with_held(self, bundle: Bundle, opened: Mapping[int, Opened]) -> dict[int, Opened]:
+        """``opened`` with every input the prover left out because this verifier holds
+        it (a weight, by its committed root) put back; inputs it left out otherwise
+        stay missing (and are found missing)."""
+        held, out = self.held(bundle), {}
+        for i, o in opened.items():
+            inputs = dict(o.inputs)
+            if 0 <= i < len(bundle.trace):
+                for x in bundle.trace[i].inputs:
+                    if x.name not in inputs and x.root in held:
+                        inputs[x.name] = held[x.root]
+            out[i] = Opened(inputs, o.output)
+        return out
 
     # ---- structure
 
@@ -215,7 +252,7 @@ class Verifier:
         sample = sorted(rng.sample(range(len(segments)), min(k, len(segments))))
         wanted = {i for s in sample for i in segments[s]} | ({last} if isinstance(task, GenerateTask) else set())
         try:
-            opened = source.open(bundle, wanted)
+            opened = self.with_held(bundle, source.open(bundle, wanted))
         except unreachable:
             raise
         except Exception as e:  # a prover that cannot answer loses; say why
