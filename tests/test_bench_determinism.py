@@ -79,3 +79,33 @@ def test_determinism_passes_on_both_cpu_backends(tmp_path):
         r = json.loads(out.read_text())
         assert {e["backend"] for e in r["results"]} == {backends} and r["mismatches"] == 0
         assert len(r["results"]) >= 20
+
+
+def test_a_case_that_raises_is_recorded_and_the_run_goes_on(monkeypatch, tmp_path, capsys):
+    """On a new machine one broken kernel must not hide the verdict on the others."""
+    import refute.benchmark.determinism as D
+    from refute.benchmark.compare import write_report
+
+    cases = D.op_cases()
+
+    def broken(be, dv):
+        raise RuntimeError("kernel failed to compile")
+
+    silu = next(c for c in cases if c.name == "silu")
+    monkeypatch.setattr(D, "all_cases", lambda suites: [D.Case("ops", "silu", broken, silu.native)] +
+                        [c for c in cases if c.name in ("add", "mul")])
+    report = D.run({"ops"}, [("reference", "cpu")], progress=lambda s: None, time_budget_s=0.0, only={"silu", "add"})
+    by_case = {e["case"]: e for e in report["results"]}
+    assert set(by_case) == {"silu", "add"}  # mul was not selected
+    assert by_case["silu"]["digest"] is None and "kernel failed to compile" in by_case["silu"]["error"]
+    assert by_case["add"]["match"] and report["errors"] == 1 and report["mismatches"] == 1
+    md = write_report([("m", report)], tmp_path).read_text()
+    assert "**silu** raised on m:reference@cpu" in md and "disagreements: 0" in md
+
+
+def test_only_and_skip_select_cases(tmp_path):
+    out = tmp_path / "sel.json"
+    assert main(["bench", "determinism", "--backends", "reference", "--suite", "ops", "--only", "add,mul,exp",
+                 "--skip", "mul", "--out", str(out), "--time-budget", "0.0"]) == 0
+    r = json.loads(out.read_text())
+    assert sorted(e["case"] for e in r["results"]) == ["add", "exp"] and r["errors"] == 0

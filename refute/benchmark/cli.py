@@ -27,12 +27,15 @@ def cmd_determinism(args: argparse.Namespace) -> int:
         print(f"refute bench determinism: backend(s) {unknown} not available here; available: {[b for b, _ in have]}",
               file=sys.stderr)
         return 2
-    report = run(suites, [(b, d) for b, d in have if b in wanted], time_budget_s=args.time_budget)
+    only = set(args.only.split(",")) if args.only else None
+    skip = set(args.skip.split(",")) if args.skip else set()
+    report = run(suites, [(b, d) for b, d in have if b in wanted], time_budget_s=args.time_budget, only=only, skip=skip)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     n, bad = len(report["results"]), report["mismatches"]
-    print(f"{n - bad}/{n} cases match the golden digests" + (f"; report: {args.out}" if args.out else ""))
+    errors = f" ({report['errors']} raised)" if report["errors"] else ""
+    print(f"{n - bad}/{n} cases match the golden digests{errors}" + (f"; report: {args.out}" if args.out else ""))
     return 1 if bad else 0
 
 
@@ -73,6 +76,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--backends", help="comma-separated: reference,triton (default: every available one)")
     d.add_argument("--suite", default="ops,minilm,smollm2", help="comma-separated: ops,minilm,smollm2")
     d.add_argument("--out", help="write the JSON report here")
+    d.add_argument("--only", help="comma-separated case names: run just these")
+    d.add_argument("--skip", help="comma-separated case names: leave these out")
     d.add_argument("--time-budget", type=float, default=0.3, help="seconds of timing per case and side (default 0.3)")
     d.add_argument("--write-golden", metavar="PATH", help=argparse.SUPPRESS)  # maintainers: regenerate the golden file
     d.set_defaults(func=cmd_determinism)

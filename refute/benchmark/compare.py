@@ -41,6 +41,8 @@ def matrix(reports: Sequence[tuple[str, dict[str, Any]]]) -> tuple[list[str], li
     cases: list[str] = []
     for name, r in reports:
         for e in r["results"]:
+            if e["digest"] is None:  # the case raised: listed with its error, not in the matrix
+                continue
             col = _label(r, e, name)
             if col not in columns:
                 columns.append(col)
@@ -131,6 +133,10 @@ def write_report(reports: Sequence[tuple[str, dict[str, Any]]], out_dir: Path) -
                          f"{e['ratio_vs_native']:.2f} |")
     for case, got in bad:
         lines.append(f"- **{case}** disagrees: " + ", ".join(f"{c}: {d[:14]}" for c, d in got.items()))
+    for name, r in reports:
+        for e in r["results"]:
+            if "error" in e:
+                lines.append(f"- **{e['case']}** raised on {_label(r, e, name)}: `{e['error'][:300]}`")
     md = out_dir / "report.md"
     md.write_text("\n".join(lines) + "\n")
     return md

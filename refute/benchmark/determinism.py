@@ -301,23 +301,36 @@ def first_difference(a: torch.Tensor, b: torch.Tensor) -> dict[str, Any] | None:
 
 
 def run(suites: set[str], backends: list[tuple[str, str]] | None = None, *, progress: Callable[[str], None] = print,
-        time_budget_s: float = 0.3) -> dict[str, Any]:
-    """Run the suites on ``backends``; the report (JSON-ready)."""
+        time_budget_s: float = 0.3, only: set[str] | None = None, skip: set[str] = frozenset()) -> dict[str, Any]:
+    """Run the suites on ``backends``; the report (JSON-ready).
+
+    ``only``/``skip`` select cases by name. A case that raises is recorded with
+    its error (digest ``None``) and the run goes on: on a new machine one broken
+    kernel must not hide the verdict on the others.
+    """
     golden = golden_digests()
     backends = backends or available_backends()
     results = []
     for backend, device in backends:
         interpreted = backend == "triton" and device == "cpu"
         for case in all_cases(suites):
-            if interpreted and not case.small:
+            if (interpreted and not case.small) or (only is not None and case.name not in only) or case.name in skip:
                 continue
-            t0 = time.perf_counter()
-            out = case.run(backend, device)
-            wall = time.perf_counter() - t0
-            digest = _digest(out)
             want = golden.get(case.name)
             entry: dict[str, Any] = {"suite": case.suite, "case": case.name, "backend": backend, "device": device,
-                                     "digest": digest, "golden": want, "match": digest == want, "seconds": wall}
+                                     "golden": want}
+            t0 = time.perf_counter()
+            try:
+                out = case.run(backend, device)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+            except Exception as e:  # noqa: BLE001  (recorded in the report; the run goes on)
+                entry |= {"digest": None, "match": False, "error": f"{type(e).__name__}: {e}"[:2000]}
+                results.append(entry)
+                progress(f"{backend:<9} {device:<4} {case.name:<22} ERROR {entry['error'][:200]}")
+                continue
+            digest = _digest(out)
+            entry |= {"digest": digest, "match": digest == want, "seconds": time.perf_counter() - t0}
             if not interpreted:
                 entry["seconds"] = _time(lambda c=case: c.run(backend, device), device, time_budget_s)
                 if case.native is not None:
@@ -331,7 +344,7 @@ def run(suites: set[str], backends: list[tuple[str, str]] | None = None, *, prog
             progress(f"{backend:<9} {device:<4} {case.name:<22} {digest[:18]}  {verdict}{extra}")
     return {"kind": REPORT_KIND, "version": 1, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "environment": environment(), "suites": sorted(suites), "results": results,
-            "mismatches": sum(not r["match"] for r in results)}
+            "mismatches": sum(not r["match"] for r in results), "errors": sum("error" in r for r in results)}
 
 
 def write_golden(path: Path, suites: set[str] = set(SUITES)) -> dict[str, str]:
