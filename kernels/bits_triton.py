@@ -10,6 +10,7 @@ import triton.language as tl
 
 EXP_BIAS: tl.constexpr = tl.constexpr(127)
 TWO_POW_23: tl.constexpr = tl.constexpr(8388608.0)
+SIGN_BIT: tl.constexpr = tl.constexpr(-2147483648)  # 0x80000000 as int32
 
 
 @triton.jit
@@ -22,6 +23,16 @@ def f32_bits(x):
 def bits_f32(b):
     """Reinterpret int32 bits as float32."""
     return b.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def negate(x):
+    """IEEE negation of float32 ``x``: its sign bit flipped, so -(+0) is -0.
+
+    Triton lowers unary minus on a float to ``0 - x``, which gives +0 for +0 on
+    the GPU (the interpreter negates): every float negation whose operand can be
+    zero goes through here instead."""
+    return bits_f32(f32_bits(x) ^ SIGN_BIT)
 
 
 @triton.jit

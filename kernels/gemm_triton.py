@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from refute.kernels.backend import CompileSpec, launch
-from refute.kernels.bits_triton import bits_f32, exponent_of, f32_bits, ldexp, round_half_even_to_int64
+from refute.kernels.bits_triton import bits_f32, exponent_of, f32_bits, ldexp, negate, round_half_even_to_int64
 from refute.kernels.gemm_reference import (
     ABS_MASK,
     CANONICAL_NAN_BITS,
@@ -249,7 +249,7 @@ def limbs_to_f32(h, low):
     # |P| > 2**61 here, so hm >= 2**29 and bit 0 lies below the rounding bit:
     # a sticky bit there keeps the round-to-nearest-even decision exact.
     big = (hm | (lm != 0).to(tl.int64)).to(tl.float32) * _TWO_POW_32
-    return tl.where(small, direct, tl.where(neg, -big, big))
+    return tl.where(small, direct, tl.where(neg, negate(big), big))
 
 
 @triton.jit

@@ -19,7 +19,7 @@ import triton.language as tl
 
 from refute.kernels import mathlib_reference as _ref
 from refute.kernels.backend import CompileSpec, launch
-from refute.kernels.bits_triton import bits_f32, f32_bits, pow2
+from refute.kernels.bits_triton import bits_f32, f32_bits, negate, pow2
 
 _CANONICAL_NAN_BITS: tl.constexpr = tl.constexpr(_ref.CANONICAL_NAN_BITS)
 _ABS_MASK: tl.constexpr = tl.constexpr(_ref.ABS_MASK)
@@ -183,7 +183,7 @@ def tanh_f32(x):
     u = exp_f32(-2.0 * a)
     large = 1.0 - tl.math.div_rn(2.0 * u, 1.0 + u)
     y = tl.where(a < _TANH_SPLIT, small, large)
-    y = tl.where(_sign_set(x), -y, y)
+    y = tl.where(_sign_set(x), negate(y), y)
     return _nan_where(nan, y)
 
 
@@ -192,7 +192,7 @@ def sigmoid_f32(x):
     """1/(1 + e**-x) on a float32 block; bit-identical to mathlib_reference.sigmoid."""
     nan = _is_nan(x)
     xs = tl.where(nan, 0.0, x)
-    e = exp_f32(-tl.abs(xs))
+    e = exp_f32(negate(tl.abs(xs)))
     num = tl.where(xs >= 0.0, 1.0, e)
     y = tl.math.div_rn(num, 1.0 + e)
     return _nan_where(nan, y)
@@ -220,9 +220,9 @@ def erf_f32(x):
     h = _ERF_H2 + w * h
     h = _ERF_H1 + w * h
     h = _ERF_H0 + w * h
-    large = 1.0 - exp_f32(-(ac * ac)) * h
+    large = 1.0 - exp_f32(negate(ac * ac)) * h
     y = tl.where(a < _ERF_SPLIT, small, large)
-    y = tl.where(_sign_set(x), -y, y)
+    y = tl.where(_sign_set(x), negate(y), y)
     return _nan_where(nan, y)
 
 
@@ -298,8 +298,8 @@ def sin_f32(x):
     """Sine on a float32 block; bit-identical to mathlib_reference.sin."""
     nan, q, s, c = _trig_parts(x)
     y = tl.where((q & 1) != 0, c, s)
-    y = tl.where((q & 2) != 0, -y, y)
-    y = tl.where(_sign_set(x), -y, y)
+    y = tl.where((q & 2) != 0, negate(y), y)
+    y = tl.where(_sign_set(x), negate(y), y)
     return _nan_where(nan, y)
 
 
@@ -308,7 +308,7 @@ def cos_f32(x):
     """Cosine on a float32 block; bit-identical to mathlib_reference.cos."""
     nan, q, s, c = _trig_parts(x)
     y = tl.where((q & 1) != 0, s, c)
-    y = tl.where(((q + 1) & 2) != 0, -y, y)
+    y = tl.where(((q + 1) & 2) != 0, negate(y), y)
     return _nan_where(nan, y)
 
 

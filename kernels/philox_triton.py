@@ -23,7 +23,7 @@ import triton.language as tl
 
 from refute.kernels import philox_reference as ref
 from refute.kernels.backend import CompileSpec, launch
-from refute.kernels.bits_triton import bits_f32, f32_bits
+from refute.kernels.bits_triton import bits_f32, f32_bits, negate
 from refute.kernels.mathlib_triton import log_f32
 
 PHILOX_BLOCK = 256
@@ -92,7 +92,7 @@ def sampling_uniform(seed, sequence, position, idx):
 @triton.jit
 def gumbel_f32(u):
     """``-log(-log(u))`` with refute's log: finite for every uniform."""
-    return -log_f32(-log_f32(u))
+    return negate(log_f32(negate(log_f32(u))))
 
 
 @triton.jit

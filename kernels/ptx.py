@@ -26,6 +26,14 @@ FORBIDDEN_PTX: dict[str, re.Pattern[str]] = {
     "float atomic": re.compile(r"\b(atom|red)\.[a-z.]*\.f(16|32|64)\b"),
 }
 
+# Triton before 3.7 lowers a float's unary minus to ``0 - x`` (``arith.subf`` of
+# a +0 constant), which maps +0 to +0 where the reference negates to -0: seen on
+# an H200 as tanh(-0) = +0. Kernels flip the sign bit instead (bits_triton.negate).
+# Found in the Triton IR, since by PTX the zero has moved into a register.
+ZERO_CONSTANT_TTIR = re.compile(r"(%[\w.]+) = arith\.constant (?:dense<)?0\.000000e\+00>? : (?:tensor<[\dx]+xf32>|f32)")
+SUBTRACTION_TTIR = re.compile(r"= arith\.subf (%[\w.]+), ")
+NEGATION_AS_SUBTRACTION = "negation as subtraction from +0"
+
 TARGETS: tuple[int, ...] = (80, 90)
 
 
@@ -34,6 +42,13 @@ class PtxReport:
     kernel: str
     capability: int
     violations: list[str]
+
+
+def negations_as_subtraction(ttir: str) -> list[str]:
+    """The Triton IR lines that subtract from a +0 constant."""
+    zeros = set(ZERO_CONSTANT_TTIR.findall(ttir))
+    return [line.strip() for line in ttir.splitlines()
+            if (m := SUBTRACTION_TTIR.search(line)) and m.group(1) in zeros]
 
 
 def kernel_modules() -> list[str]:
@@ -63,7 +78,7 @@ def check_all(targets: tuple[int, ...] = TARGETS) -> list[PtxReport]:
                     for line in ptx.splitlines()
                     for what, pattern in FORBIDDEN_PTX.items()
                     if pattern.search(line)
-                ]
+                ] + [f"{NEGATION_AS_SUBTRACTION}: {line}" for line in negations_as_subtraction(compiled.asm["ttir"])]
                 reports.append(PtxReport(f"{module_name}.{spec.name}", cap, violations))
     return reports
 

@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from refute.kernels.backend import CompileSpec, launch
+from refute.kernels.bits_triton import negate
 from refute.kernels.mathlib_triton import cos_f32, exp_f32, log_f32, sin_f32
 from refute.kernels.reduce_triton import canonicalize_nan
 
@@ -27,7 +28,7 @@ def rotary_cos_sin(pos, theta, HALF: tl.constexpr, HALF_P2: tl.constexpr):
     ``pos`` int64 scalar, ``theta`` float32 scalar, head dim 2 * HALF."""
     i = tl.arange(0, HALF_P2)
     ratio = tl.math.div_rn((2 * i).to(tl.float32), tl.full([HALF_P2], 2 * HALF, tl.int32).to(tl.float32))
-    inv = exp_f32(-(ratio * log_f32(theta)))
+    inv = exp_f32(negate(ratio * log_f32(theta)))
     angle = pos.to(tl.float32) * inv
     return cos_f32(angle), sin_f32(angle)
 

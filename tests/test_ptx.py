@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from refute.kernels.ptx import FORBIDDEN_PTX
+from refute.kernels.ptx import FORBIDDEN_PTX, negations_as_subtraction
 
 
 @pytest.mark.slow
@@ -38,7 +38,20 @@ def test_scanner_flags_each_forbidden_instruction(line, what):
 
 
 @pytest.mark.parametrize(
-    "line", ["div.rn.f32 %r3, %r1, %r2;", "sqrt.rn.f32 %r1, %r2;", "mad.lo.s32 %r1, %r2, %r3, %r4;", "add.f32 %r1, %r2, %r3;"]
+    "line", ["div.rn.f32 %r3, %r1, %r2;", "sqrt.rn.f32 %r1, %r2;", "mad.lo.s32 %r1, %r2, %r3, %r4;", "add.f32 %r1, %r2, %r3;",
+             "neg.f32 %r2, %r1;"]
 )
 def test_scanner_accepts_correctly_rounded_instructions(line):
     assert not any(p.search(line) for p in FORBIDDEN_PTX.values())
+
+
+def test_scanner_flags_negation_lowered_to_a_subtraction_from_zero():
+    """Triton 3.6's lowering of ``-y`` (it made tanh(-0) +0 on an H200)."""
+    ttir = """
+    %cst = arith.constant dense<0.000000e+00> : tensor<1024xf32> loc(#loc1)
+    %cst_1 = arith.constant dense<1.000000e+00> : tensor<1024xf32> loc(#loc1)
+    %y_91 = arith.subf %cst, %y_89 : tensor<1024xf32> loc(#loc180)
+    %z = arith.subf %cst_1, %y_89 : tensor<1024xf32> loc(#loc181)
+    %w = arith.subf %y_89, %cst : tensor<1024xf32> loc(#loc182)
+    """
+    assert negations_as_subtraction(ttir) == ["%y_91 = arith.subf %cst, %y_89 : tensor<1024xf32> loc(#loc180)"]
