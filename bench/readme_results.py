@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -33,6 +34,12 @@ def section() -> str:
         gpu = env["gpu"]["name"] if env.get("gpu") else "no GPU"
         out.append(f"- **Determinism** ({p.stem}: {env['cpu']}, {gpu}; {', '.join(backends)}): {n - bad}/{n} cases "
                    f"match the golden digests ([report](bench/results/determinism/report.md)).")
+    for p in sorted((RESULTS / "gpu").glob("test_gpu-*.log")):
+        summary = re.findall(r"=+ (\d+ passed[^=]*?) in [\d.]+s", p.read_text())
+        if summary:
+            out.append(f"- **GPU tests** ({p.stem.removeprefix('test_gpu-')}): tests/test_gpu.py {summary[-1]}: every kernel "
+                       f"on drawn inputs has the reference's bits; a SmolLM2 claim proven there is valid under full replay "
+                       f"on a CPU ([GPU results](bench/results/gpu/README.md)).")
     acc = _load("model_accuracy.json")
     if acc:
         s2 = next(a for a in acc if a["slices"] == 2)

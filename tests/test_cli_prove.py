@@ -72,3 +72,17 @@ def test_prove_and_check_smollm2(tmp_path, capsys):
     bad.write_text(json.dumps(o))
     assert main(["check", str(bad)]) == 1
     assert "signature" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_claim_proven_on_an_h200_is_valid_on_this_cpu(capsys):
+    """bench/gpu_check.sh proved a sampled SmolLM2 generation (24 tokens,
+    temperature 0.8, top-k 40, top-p 0.95) with the Triton kernels on an NVIDIA
+    H200. Full replay here, on the reference backend, re-derives every token and
+    all 483 trace records bit for bit."""
+    from pathlib import Path
+
+    bundle = Path(__file__).parent.parent / "bench" / "results" / "gpu" / "smollm2-bundle-nvidia-h200.json"
+    assert main(["check", str(bundle), "--mode", "full", "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert verdict["valid"] is True, verdict
