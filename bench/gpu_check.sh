@@ -5,9 +5,11 @@
 #
 #   bench/gpu_check.sh kernels OUTDIR   # determinism benchmark without the real models + tests/test_gpu.py
 #   bench/gpu_check.sh smollm2 OUTDIR   # SmolLM2: its determinism case, a claim proven on the GPU, generation tests
+#   bench/gpu_check.sh minilm OUTDIR    # MiniLM (REFUTE_MINILM_DIR): its determinism case and a claim
 #
-# Each stage writes its log and JSON reports to OUTDIR. The claim bundle the
-# smollm2 stage writes is then checked on a CPU with `refute check`.
+# Each stage writes its log and JSON reports to OUTDIR; a model stage merges its
+# case into KERNELS_REPORT's cases as OUTDIR/<gpu>.json. The claim bundles the
+# model stages write are then checked on a CPU with `refute check --mode full`.
 set -uo pipefail
 stage=${1:?stage: kernels or smollm2}
 out=${2:?output folder}
@@ -39,29 +41,39 @@ kernels)
         > "$out/test_gpu.log" 2>&1
     grep -E "PASSED|FAILED|ERROR|passed|failed" "$out/test_gpu.log" | tail -60
     ;;
-smollm2)
-    python3 -P -m refute bench determinism --only smollm2_prefill_16 --time-budget 0.5 \
-        --out "$out/determinism-smollm2.json" 2>&1 | tee "$out/determinism-smollm2.log"
-    # One report per machine: the kernels stage's cases and this one's.
+smollm2 | minilm)
+    # A real model: its determinism case, merged into the kernels stage's report
+    # (KERNELS_REPORT, or an earlier merge) so each machine has one report.
+    case_name=$([ "$stage" = smollm2 ] && echo smollm2_prefill_16 || echo minilm_embed_4)
+    python3 -P -m refute bench determinism --suite "$stage" --only "$case_name" --time-budget 0.5 \
+        --out "$out/determinism-$stage.json" 2>&1 | tee "$out/determinism-$stage.log"
     if [ -f "${KERNELS_REPORT:-}" ]; then
-        python3 - "$KERNELS_REPORT" "$out/determinism-smollm2.json" "$out/$gpu.json" <<'EOF'
+        python3 - "$KERNELS_REPORT" "$out/determinism-$stage.json" "$out/$gpu.json" <<'EOF'
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
-a["results"] += b["results"]
+a["results"] = [e for e in a["results"] if e["case"] not in {f["case"] for f in b["results"]}] + b["results"]
 a["suites"] = sorted(set(a["suites"]) | set(b["suites"]))
-for key in ("mismatches", "errors"):
-    a[key] = a.get(key, 0) + b.get(key, 0)
+a["mismatches"] = sum(not e["match"] for e in a["results"])
+a["errors"] = sum("error" in e for e in a["results"])
 json.dump(a, open(sys.argv[3], "w"), indent=1)
 print(f"{sys.argv[3]}: {len(a['results'])} results, {a['mismatches']} mismatches")
 EOF
     fi
+    # A claim proven here, to be checked on a CPU with `refute check --mode full`.
     start=$SECONDS
-    python3 -P -m refute prove smollm2 --backend triton \
-        --prompt "Explain why bit-exact inference matters for verifiable compute." --max-new-tokens 24 \
-        --temperature 0.8 --top-k 40 --top-p 0.95 --seed 11 --out "$out/bundle-$gpu.json" 2>&1 | tee "$out/prove.log"
+    if [ "$stage" = smollm2 ]; then
+        python3 -P -m refute prove smollm2 --backend triton \
+            --prompt "Explain why bit-exact inference matters for verifiable compute." --max-new-tokens 24 \
+            --temperature 0.8 --top-k 40 --top-p 0.95 --seed 11 --out "$out/bundle-$stage-$gpu.json" 2>&1 | tee "$out/prove.log"
+    else
+        python3 -P -m refute prove minilm --backend triton "verifier nodes replay sampled work" \
+            "a bisection game narrows a dispute to one element" --out "$out/bundle-$stage-$gpu.json" 2>&1 | tee "$out/prove.log"
+    fi
     echo "prove wall $((SECONDS - start)) s" | tee -a "$out/prove.log"
-    timeout "${TEST_TIMEOUT:-300}" python3 -P -m pytest tests/test_gpu.py -q -m slow -p no:cacheprovider 2>&1 \
-        | tail -20 | tee "$out/test_gpu_smollm2.log"
+    if [ "$stage" = smollm2 ]; then
+        timeout "${TEST_TIMEOUT:-300}" python3 -P -m pytest tests/test_gpu.py -q -m slow -p no:cacheprovider 2>&1 \
+            | tail -20 | tee "$out/test_gpu_smollm2.log"
+    fi
     ;;
 *)
     echo "unknown stage $stage" >&2
