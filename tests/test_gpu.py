@@ -5,7 +5,9 @@ does not depend on the rest of its batch (I2), for drawn inputs.
 Everything here is skipped on a machine without CUDA (CI has none); the rest of
 the suite checks the same kernels through Triton's interpreter. Run it on a GPU
 machine with ``pytest tests/test_gpu.py`` (``bench/gpu_check.sh`` does, with the
-determinism benchmark and a SmolLM2 claim proven on the GPU).
+determinism benchmark and a SmolLM2 claim proven on the GPU);
+``REFUTE_GPU_TEST_EXAMPLES`` sets the examples per drawn test (default 25; the
+H200 run used 15 to fit its device time).
 """
 
 from __future__ import annotations
