@@ -29,9 +29,9 @@ def bits_f32(b):
 def negate(x):
     """IEEE negation of float32 ``x``: its sign bit flipped, so -(+0) is -0.
 
-    Triton lowers unary minus on a float to ``0 - x``, which gives +0 for +0 on
-    the GPU (the interpreter negates): every float negation whose operand can be
-    zero goes through here instead."""
+    triton 3.6 lowers unary minus on a float to ``0 - x``, which gives +0 for +0
+    on the GPU (triton 3.9 and its interpreter negate): every float negation in
+    the kernels goes through here instead."""
     return bits_f32(f32_bits(x) ^ SIGN_BIT)
 
 

@@ -26,7 +26,7 @@ FORBIDDEN_PTX: dict[str, re.Pattern[str]] = {
     "float atomic": re.compile(r"\b(atom|red)\.[a-z.]*\.f(16|32|64)\b"),
 }
 
-# Triton before 3.7 lowers a float's unary minus to ``0 - x`` (``arith.subf`` of
+# triton 3.6 (not 3.9) lowers a float's unary minus to ``0 - x`` (``arith.subf`` of
 # a +0 constant), which maps +0 to +0 where the reference negates to -0: seen on
 # an H200 as tanh(-0) = +0. Kernels flip the sign bit instead (bits_triton.negate).
 # Found in the Triton IR, since by PTX the zero has moved into a register.

@@ -21,7 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import refute.kernels as K
+from refute.benchmark.determinism import first_difference
 from refute.kernels import philox, sampling
+from refute.numeric_demo import SPECIAL_VALUES
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (compiled Triton kernels)"),
@@ -30,21 +32,14 @@ pytestmark = [
 
 EXAMPLES = int(os.environ.get("REFUTE_GPU_TEST_EXAMPLES", "25"))  # per drawn test
 DEVICE = "cuda"
-SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1.1754942e-38, 3.4028235e38, -3.4028235e38,
-                     1.0, -1.0, 0.5, 2.0**-126, 2.0**127], dtype=np.float32)
+SPECIALS = np.array(SPECIAL_VALUES + [-3.4028235e38, 1.0, -1.0, 0.5, 2.0**-126, 2.0**127], dtype=np.float32)
 seeds = st.integers(0, 2**32 - 1)
 
 
 def same_bits(ours: torch.Tensor, reference: torch.Tensor) -> None:
     """Equal dtype, shape and bytes (NaN payloads and signed zeros included)."""
-    ours, reference = ours.detach().cpu().contiguous(), reference.detach().cpu().contiguous()
-    assert (ours.dtype, tuple(ours.shape)) == (reference.dtype, tuple(reference.shape))
-    a = ours.view(torch.uint8).numpy().reshape(-1, ours.element_size())
-    b = reference.view(torch.uint8).numpy().reshape(-1, ours.element_size())
-    if a.tobytes() != b.tobytes():
-        first = int(np.flatnonzero((a != b).any(1))[0])
-        raise AssertionError(f"element {first} of {tuple(ours.shape)}: gpu {ours.reshape(-1)[first].item()!r}, "
-                             f"reference {reference.reshape(-1)[first].item()!r}")
+    difference = first_difference(ours, reference)
+    assert difference is None, difference
 
 
 def both(fn, *tensors: torch.Tensor, **kwargs) -> torch.Tensor:

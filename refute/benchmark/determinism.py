@@ -21,7 +21,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -323,7 +323,7 @@ def first_difference(a: torch.Tensor, b: torch.Tensor) -> dict[str, Any] | None:
 
 
 def run(suites: set[str], backends: list[tuple[str, str]] | None = None, *, progress: Callable[[str], None] = print,
-        time_budget_s: float = 0.3, only: set[str] | None = None, skip: set[str] = frozenset()) -> dict[str, Any]:
+        time_budget_s: float = 0.3, only: Collection[str] | None = None, skip: Collection[str] = ()) -> dict[str, Any]:
     """Run the suites on ``backends``; the report (JSON-ready).
 
     ``only``/``skip`` select cases by name. A case that raises is recorded with
